@@ -1,0 +1,122 @@
+"""PyTorch reference for the selective scan and its one-step update (Mamba paper, section 3.2 and 3.3.2).
+
+Glossary: Bt batch, E channels, L length, N d_state, G groups sharing B/C, T chunk length.
+
+The scan runs chunk by chunk over L. Inside a chunk of T steps the linear recurrence h_t = a_t h_{t-1} + b_t
+(a = exp(dt A), b = dt B u) is solved with a Hillis-Steele doubling scan: log2(T) vectorised passes that only
+multiply decays (all <= 1 for A < 0), so no division or exp of a positive cumulative sum can overflow. Only
+the (Bt, E, N) state crosses chunk boundaries, and under autograd each chunk is recomputed in the backward
+(torch.utils.checkpoint), so memory is O(Bt·E·N·T) plus one state per chunk, never O(Bt·L·E·N).
+
+Sequence resets zero a_t at the first position of each packed sequence; the reverse scan is the forward scan
+of the flipped inputs, with the reset mask shifted so that segments keep their boundaries.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+CHUNK = 64  # T: long enough to amortise Python overhead, short enough that (Bt, E, T, N) stays small
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _expand_groups(x: torch.Tensor, n_channels: int) -> torch.Tensor:
+    """(Bt, N, T) or (Bt, G, N, T) -> (Bt, E, T, N), each channel reading its group's B or C."""
+    if x.dim() == 3:
+        x = x.unsqueeze(1)  # (Bt, 1, N, T)
+    groups = x.shape[1]
+    return x.repeat_interleave(n_channels // groups, dim=1).transpose(2, 3)  # (Bt, E, T, N)
+
+
+def _scan_chunk(h0, dt, u, A, B, C, keep):
+    """One chunk. h0 (Bt, E, N); dt, u (Bt, E, T); B, C (Bt, [G,] N, T); keep (Bt, T) or None."""
+    E = u.shape[1]
+    a = torch.exp(dt.unsqueeze(-1) * A[:, None, :])  # (Bt, E, T, N)
+    b = (dt * u).unsqueeze(-1) * _expand_groups(B, E)  # (Bt, E, T, N)
+    if keep is not None:
+        a = a * keep[:, None, :, None]  # no state crosses into the first step of a packed sequence
+    T = u.shape[2]
+    k = 1
+    while k < T:  # after the pass for k, (a_t, b_t) summarise steps max(0, t-2k+1) .. t
+        b = torch.cat([b[:, :, :k], b[:, :, k:] + a[:, :, k:] * b[:, :, :-k]], dim=2)
+        a = torch.cat([a[:, :, :k], a[:, :, k:] * a[:, :, :-k]], dim=2)
+        k *= 2
+    h = b + a * h0.unsqueeze(2)  # (Bt, E, T, N)
+    y = (h * _expand_groups(C, E)).sum(-1)  # (Bt, E, T)
+    return y, h[:, :, -1]
+
+
+def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       initial_state=None, return_final_state=False, reverse=False, resets=None):
+    """See `mambaseq.ops.selective_scan` for the argument layout and the maths."""
+    batch, E, L = u.shape
+    N = A.shape[-1]
+    cdt = _compute_dtype(u.dtype)
+    if B.dim() not in (3, 4) or C.dim() not in (3, 4):
+        raise ValueError(f"B and C must be (batch, N, L) or (batch, G, N, L); got {tuple(B.shape)}, {tuple(C.shape)}")
+    for name, x in (("B", B), ("C", C)):
+        if x.dim() == 4 and E % x.shape[1]:
+            raise ValueError(f"{name} has {x.shape[1]} groups, which do not divide {E} channels")
+
+    dt = delta.to(cdt)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(cdt)[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    x, Bx, Cx = u.to(cdt), B.to(cdt), C.to(cdt)
+    keep = None
+    if resets is not None:
+        keep = (~resets.bool()).to(cdt)  # (Bt, L)
+    if reverse:
+        dt, x, Bx, Cx = dt.flip(-1), x.flip(-1), Bx.flip(-1), Cx.flip(-1)
+        if keep is not None:
+            # reversed, the step into flipped position s comes from original position L-s, which is blocked
+            # when the original position L-s starts a sequence
+            keep = torch.cat([keep[:, 1:], keep.new_ones(batch, 1)], dim=1).flip(-1)
+
+    h = (initial_state.to(cdt) if initial_state is not None
+         else torch.zeros(batch, E, N, dtype=cdt, device=u.device))
+    A = A.to(cdt)
+    use_checkpoint = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, delta_bias, initial_state))
+    ys = []
+    for t0 in range(0, L, CHUNK):
+        t1 = min(t0 + CHUNK, L)
+        args = (h, dt[..., t0:t1], x[..., t0:t1], A, Bx[..., t0:t1], Cx[..., t0:t1],
+                None if keep is None else keep[:, t0:t1])
+        y_c, h = checkpoint(_scan_chunk, *args, use_reentrant=False) if use_checkpoint else _scan_chunk(*args)
+        ys.append(y_c)
+    y = torch.cat(ys, dim=-1) if ys else x.new_zeros(batch, E, 0)
+    if reverse:
+        y = y.flip(-1)
+    if D is not None:
+        y = y + D.to(cdt)[:, None] * u.to(cdt)
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    y = y.to(u.dtype)
+    return (y, h) if return_final_state else y
+
+
+def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+    """One step of the recurrence; updates `state` (Bt, E, N) in place and returns y (Bt, E) in x's dtype."""
+    cdt = state.dtype
+    E = x.shape[1]
+    step = dt.to(cdt)
+    if dt_bias is not None:
+        step = step + dt_bias.to(cdt)
+    if dt_softplus:
+        step = F.softplus(step)
+    Bx = _expand_groups(B.to(cdt).unsqueeze(-1), E)[:, :, 0]  # (Bt, E, N)
+    Cx = _expand_groups(C.to(cdt).unsqueeze(-1), E)[:, :, 0]  # (Bt, E, N)
+    decay = torch.exp(step.unsqueeze(-1) * A.to(cdt))  # (Bt, E, N)
+    state.copy_(state * decay + (step * x.to(cdt)).unsqueeze(-1) * Bx)
+    y = (state * Cx).sum(-1)  # (Bt, E)
+    if D is not None:
+        y = y + D.to(cdt) * x.to(cdt)
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    return y.to(x.dtype)
