@@ -110,9 +110,11 @@ def test_packed_sequences_equal_separate_runs():
             torch.testing.assert_close(packed[..., s:e], alone, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("groups,reverse,resets", [(0, False, False), (2, True, True)])
-def test_gradcheck_every_input(monkeypatch, groups, reverse, resets):
-    monkeypatch.setattr(ref, "CHUNK", 4)  # several chunks, so the checkpointed chunk carry is exercised
+def test_gradcheck_every_input(monkeypatch, groups, reverse, resets, recompute):
+    monkeypatch.setattr(ref, "CHUNK", 4)  # several chunks, so the state carried between chunks is exercised
+    monkeypatch.setattr(ref, "RECOMPUTE_ABOVE", 0 if recompute else 2**62)
     inp = make_inputs(1, 2, 11, 3, groups, seed=1, resets=resets)
     names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
     for n in names:
