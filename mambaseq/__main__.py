@@ -1,0 +1,3 @@
+from mambaseq.cli import main
+
+main()
