@@ -1,0 +1,269 @@
+"""Forward selective-scan kernel (Mamba paper, section 3.3.2: fused discretisation, state kept on chip).
+
+Glossary: Bt batch, E channels (d_inner), L length, N d_state, G groups sharing B/C (channels per group EG),
+BE the channels of one program, N = NT x NL (NL lanes, NT states per thread), S segments of L scanned in
+parallel, STEPS (= 4) positions per chunk.
+
+    dt_t = softplus(delta_t + delta_bias)      a_t = exp(dt_t A) = exp2(dt_t A log2(e))     b_t = dt_t B_t u_t
+    h_t  = a_t h_{t-1} + b_t                   y_t = (<C_t, h_t> + D u_t) * silu(z_t)
+
+One program owns BE channels of one batch row and walks L in chunks of 4 steps, with the (BE, N) state in
+registers. Per chunk it loads (BE, 4) tiles of u/delta/z (4 contiguous positions per channel: one 8-byte
+load per thread in bf16) and (N, 4) tiles of B/C (shared by the block's channels, which the launcher keeps
+inside one group), unpacks the 4 positions with `tl.split`, and runs the recurrence step by step: one exp2,
+two multiplies and two fused multiply-adds per (channel, state, step), plus the sum over N for y. Only y
+(and, when a backward will follow, the state entering each chunk) goes back to memory: the (Bt, E, L, N)
+states never exist.
+
+When Bt * E / BE programs cannot fill the GPU, L is cut into S segments: a first launch (TOTALS) runs each
+segment from a zero state and keeps its end state and its decay product; the main launch then starts
+segment s from the exact state, folded from the totals of segments 0..s-1. This doubles the exponentials.
+
+reverse=True reads memory from L-1 down to 0 (the kernel's step t is memory position L-1-t); resets then
+block the step into memory position m when resets[m + 1] is set, which keeps segment boundaries in place.
+"""
+import triton
+import triton.language as tl
+
+STEPS = 4  # steps per chunk of the forward: one 8-byte bf16 load per thread and channel, unpacked by tl.split
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E): ex2 is the hardware exponential
+
+
+@triton.jit
+def softplus(x):
+    """log(1 + exp(x)) as torch computes it (identity above 20), accurate for very negative x."""
+    e = tl.exp(tl.minimum(x, 20.0))
+    # log(1 + e) loses e's digits when e << 1; the series is exact to fp32 there
+    small = e * (1.0 - 0.5 * e)
+    return tl.where(x > 20.0, x, tl.where(e < 1e-3, small, tl.log(1.0 + e)))
+
+
+@triton.jit
+def unpack4(x, R: tl.constexpr):
+    """The 4 columns of an (R, 4) tile, in order, as (R,) vectors."""
+    lo, hi = tl.split(tl.reshape(x, (R, 2, 2)))  # [r, k, m] = column 2k + m; split takes m
+    x0, x2 = tl.split(lo)
+    x1, x3 = tl.split(hi)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def pack4(x0, x1, x2, x3, R: tl.constexpr):
+    """Inverse of unpack4: the (R, 4) tile with columns x0..x3."""
+    return tl.reshape(tl.join(tl.join(x0, x2), tl.join(x1, x3)), (R, 4))
+
+
+@triton.jit
+def step(h, dt, dtu, Bn, keep, A2, NT: tl.constexpr, NL: tl.constexpr):
+    """One step of the recurrence on the (NT, BE, NL) state: dt, dtu (BE,), Bn (BN,), keep (1,) 0 at a reset."""
+    a = tl.exp2(dt[None, :, None] * A2) * keep[:, None, None]  # (NT, BE, NL)
+    h = a * h + dtu[None, :, None] * tl.reshape(Bn, (NT, NL))[:, None, :]
+    return h, a
+
+
+@triton.jit
+def readout(h, Cn, NT: tl.constexpr, NL: tl.constexpr):
+    """<C, h> per channel: (BE,)."""
+    return tl.sum(tl.sum(h * tl.reshape(Cn, (NT, NL))[:, None, :], axis=2), axis=0)
+
+
+@triton.jit
+def state_index(offs_e, NT: tl.constexpr, NL: tl.constexpr):
+    """(NT, BE, NL) channel and state indices of the state layout: state n = nt * NL + nl."""
+    n = tl.arange(0, NT)[:, None, None] * NL + tl.arange(0, NL)[None, None, :]
+    return offs_e[None, :, None], n
+
+
+@triton.jit
+def _fwd_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, resets_ptr,
+    y_ptr, hN_ptr, ckpt_ptr, seg_ptr,
+    E, L, N, EG, n_chunks, seg_chunks, S, CKPT_EVERY,
+    s_ub, s_ue, s_db, s_de, s_zb, s_ze, s_yb, s_ye,
+    s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl, s_rb,
+    BE: tl.constexpr, NT: tl.constexpr, NL: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_H0: tl.constexpr, HAS_RESETS: tl.constexpr, REVERSE: tl.constexpr,
+    STORE_HN: tl.constexpr, STORE_CKPT: tl.constexpr, TOTALS: tl.constexpr, HAS_SEG: tl.constexpr,
+):
+    # The state is an (NT, BE, NL) register tile, the N states of a channel split as NT x NL: Triton's default
+    # layout gives lanes to NL and BE and keeps NT inside each thread, so the sum over N for y costs log2(NL)
+    # shuffles per NT*NL states. Each chunk loads (BE, 4) tiles (4 contiguous steps per channel: one 8-byte
+    # load per thread for bf16) and `tl.split` unpacks the 4 steps, so the recurrence runs step by step in
+    # registers: no associative scan, no cross-lane traffic except the sum over N.
+    n_eb = tl.cdiv(E, BE)
+    pid = tl.program_id(0)
+    b = pid // n_eb
+    e0 = (pid % n_eb) * BE
+    s = tl.program_id(1)
+    offs_e = e0 + tl.arange(0, BE)
+    mask_e = offs_e < E
+    e3, n3 = state_index(offs_e, NT, NL)  # (1, BE, 1), (NT, 1, NL)
+    mask3 = (e3 < E) & (n3 < N)  # (NT, BE, NL)
+    g = e0 // EG  # the launcher keeps all BE channels in one group
+
+    A2 = tl.load(A_ptr + e3 * N + n3, mask=mask3, other=0.0).to(tl.float32) * LOG2E  # (NT, BE, NL)
+    u_ptr += b * s_ub
+    dt_ptr += b * s_db
+    B_ptr += b * s_Bb + g * s_Bg
+    C_ptr += b * s_Cb + g * s_Cg
+    state_off = (b * E + e3) * N + n3  # into (Bt, E, N)
+
+    h = tl.zeros((NT, BE, NL), dtype=tl.float32)
+    if not TOTALS:
+        # the state entering segment s: h0, then the totals of segments 0..s-1 folded in
+        if HAS_H0:
+            h = tl.load(h0_ptr + state_off, mask=mask3, other=0.0)
+        if HAS_SEG:
+            for j in range(0, s):
+                seg_off = ((b * E + e3) * S + j) * N + n3
+                a_tot = tl.load(seg_ptr + 2 * seg_off, mask=mask3, other=0.0)
+                b_tot = tl.load(seg_ptr + 2 * seg_off + 1, mask=mask3, other=0.0)
+                h = a_tot * h + b_tot
+    else:
+        a_run = tl.full((NT, BE, NL), 1.0, dtype=tl.float32)
+
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        Dbias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+    n2 = tl.arange(0, NT * NL)  # (BN,)
+    c0 = s * seg_chunks
+    c1 = tl.minimum(c0 + seg_chunks, n_chunks)
+    for c in range(c0, c1):
+        if STORE_CKPT:  # state entering every CKPT_EVERY-th chunk, for the backward's recomputation
+            if c % CKPT_EVERY == 0:
+                n_ckpt = tl.cdiv(n_chunks, CKPT_EVERY)
+                tl.store(ckpt_ptr + ((b * E + e3) * n_ckpt + c // CKPT_EVERY) * N + n3, h, mask=mask3)
+        t = c * 4 + tl.arange(0, 4)
+        mask_t = t < L
+        if REVERSE:
+            tm = L - 1 - t
+        else:
+            tm = t
+        m2 = mask_e[:, None] & mask_t[None, :]  # (BE, 4)
+        u = tl.load(u_ptr + offs_e[:, None] * s_ue + tm[None, :], mask=m2, other=0.0).to(tl.float32)
+        dt = tl.load(dt_ptr + offs_e[:, None] * s_de + tm[None, :], mask=m2, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt += Dbias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dt)
+        dt = tl.where(m2, dt, 0.0)  # masked steps: a = 1, b = 0
+        mnt = (n2 < N)[:, None] & mask_t[None, :]  # (BN, 4)
+        Bt = tl.load(B_ptr + n2[:, None] * s_Bn + tm[None, :] * s_Bl, mask=mnt, other=0.0).to(tl.float32)
+        dt0, dt1, dt2, dt3 = unpack4(dt, BE)
+        du0, du1, du2, du3 = unpack4(dt * u, BE)
+        B0, B1, B2, B3 = unpack4(Bt, NT * NL)
+        if HAS_RESETS:  # keep = 0 at the first step of a packed sequence: no state flows into it
+            if REVERSE:
+                rm = tm + 1
+            else:
+                rm = tm
+            r = tl.load(resets_ptr + b * s_rb + rm, mask=mask_t & (rm < L), other=0)
+            k0, k1, k2, k3 = unpack4(tl.where(r != 0, 0.0, 1.0)[None, :], 1)
+        else:
+            k0 = tl.full((1,), 1.0, tl.float32)
+            k1 = k0
+            k2 = k0
+            k3 = k0
+        if TOTALS:
+            h, a = step(h, dt0, du0, B0, k0, A2, NT, NL)
+            a_run *= a
+            h, a = step(h, dt1, du1, B1, k1, A2, NT, NL)
+            a_run *= a
+            h, a = step(h, dt2, du2, B2, k2, A2, NT, NL)
+            a_run *= a
+            h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
+            a_run *= a
+        else:
+            Ct = tl.load(C_ptr + n2[:, None] * s_Cn + tm[None, :] * s_Cl, mask=mnt, other=0.0).to(tl.float32)
+            C0, C1, C2, C3 = unpack4(Ct, NT * NL)
+            h, a = step(h, dt0, du0, B0, k0, A2, NT, NL)
+            y0 = readout(h, C0, NT, NL)
+            h, a = step(h, dt1, du1, B1, k1, A2, NT, NL)
+            y1 = readout(h, C1, NT, NL)
+            h, a = step(h, dt2, du2, B2, k2, A2, NT, NL)
+            y2 = readout(h, C2, NT, NL)
+            h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
+            y3 = readout(h, C3, NT, NL)
+            y = pack4(y0, y1, y2, y3, BE)  # (BE, 4)
+            if HAS_D:
+                y += Dv[:, None] * u
+            if HAS_Z:
+                zv = tl.load(z_ptr + b * s_zb + offs_e[:, None] * s_ze + tm[None, :], mask=m2,
+                             other=0.0).to(tl.float32)
+                y *= zv * tl.sigmoid(zv)
+            tl.store(y_ptr + b * s_yb + offs_e[:, None] * s_ye + tm[None, :],
+                     y.to(y_ptr.dtype.element_ty), mask=m2)
+
+    if TOTALS:
+        seg_off = ((b * E + e3) * S + s) * N + n3
+        tl.store(seg_ptr + 2 * seg_off, a_run, mask=mask3)
+        tl.store(seg_ptr + 2 * seg_off + 1, h, mask=mask3)
+    elif STORE_HN:
+        if s == S - 1:
+            tl.store(hN_ptr + state_off, h, mask=mask3)
+
+
+def bc_strides(x):
+    """(batch, group, n, l) strides of B or C given as (Bt, N, L) or (Bt, G, N, L)."""
+    if x.dim() == 3:
+        return x.stride(0), 0, x.stride(1), x.stride(2)
+    return x.stride(0), x.stride(1), x.stride(2), x.stride(3)
+
+
+def block_channels(E, EG, want):
+    """Largest power of two <= want dividing the group size, so a block never straddles two groups."""
+    be = 1
+    while be * 2 <= want and EG % (be * 2) == 0:
+        be *= 2
+    if EG == E:  # one group: a partial last block is fine (masked)
+        be = min(want, triton.next_power_of_2(E))
+    return be
+
+
+def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_hN, store_ckpt,
+             BE=32, NL=4, segments=None, num_warps=4, sm_count=132, ckpt_every=1):
+    """Launch the forward. Tensors as in `mambaseq.ops.selective_scan` (u, dt, z with unit L stride).
+
+    Returns y (Bt, E, L) in u's dtype, the final state (Bt, E, N) fp32 or None, and the states entering every
+    `ckpt_every`-th chunk (Bt, E, n, N) fp32 or None, with the spacing STEPS * ckpt_every they were taken at.
+    """
+    import torch
+
+    Bt, E, L = u.shape
+    N = A.shape[1]
+    G = 1 if B.dim() == 3 else B.shape[1]
+    EG = E // G
+    BE = block_channels(E, EG, BE)
+    BN = triton.next_power_of_2(N)
+    NL = min(NL, BN)
+    n_eb = triton.cdiv(E, BE)
+    n_chunks = max(triton.cdiv(L, STEPS), 1)
+    if segments is None:  # enough programs to give each multiprocessor ~8, at the cost of a 2nd pass
+        segments = 1
+        while Bt * n_eb * segments < 8 * sm_count and n_chunks // (segments * 2) >= 8:
+            segments *= 2
+    seg_chunks = triton.cdiv(n_chunks, segments)
+    S = triton.cdiv(n_chunks, seg_chunks)
+    dev = u.device
+    y = torch.empty_like(u)
+    hN = torch.empty(Bt, E, N, device=dev, dtype=torch.float32) if store_hN else None
+    n_ckpt = triton.cdiv(n_chunks, ckpt_every)
+    ckpt = torch.empty(Bt, E, n_ckpt, N, device=dev, dtype=torch.float32) if store_ckpt else None
+    seg = torch.empty(Bt, E, S, N, 2, device=dev, dtype=torch.float32) if S > 1 else None
+    zz = z if z is not None else u
+    rr = resets if resets is not None else u
+    sB, sC = bc_strides(B), bc_strides(C)
+    args = (u, dt, A, B, C, D, zz, bias, h0, rr, y, hN, ckpt, seg,
+            E, L, N, EG, n_chunks, seg_chunks, S, ckpt_every,
+            u.stride(0), u.stride(1), dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1),
+            y.stride(0), y.stride(1), *sB, *sC, rr.stride(0))
+    flags = dict(BE=BE, NT=BN // NL, NL=NL, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None,
+                 SOFTPLUS=softplus_, HAS_H0=h0 is not None, HAS_RESETS=resets is not None, REVERSE=reverse,
+                 HAS_SEG=S > 1, num_warps=num_warps)
+    grid = (Bt * n_eb, S)
+    if S > 1:
+        _fwd_kernel[grid](*args, STORE_HN=False, STORE_CKPT=False, TOTALS=True, **flags)
+    _fwd_kernel[grid](*args, STORE_HN=store_hN, STORE_CKPT=store_ckpt, TOTALS=False, **flags)
+    return y, hN, ckpt, STEPS * ckpt_every

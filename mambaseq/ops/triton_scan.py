@@ -1,0 +1,98 @@
+"""Triton backend of the selective scan: the autograd binding of `mambaseq.kernels` (Mamba paper, section 3.3.2).
+
+Glossary: Bt batch, E channels, L length, N d_state, G groups sharing B/C, BL the chunk length at which the
+forward saves the state entering each chunk (the backward recomputes everything else from those).
+
+Same signatures and maths as `mambaseq.ops.reference`; gradients flow to u, delta, A, B, C, D, z,
+delta_bias and initial_state (and from the returned final state). Imported only when the Triton backend is
+chosen, so `import mambaseq` never imports triton.
+"""
+from __future__ import annotations
+
+import torch
+
+from mambaseq.kernels.selective_scan_bwd import scan_bwd
+from mambaseq.kernels.selective_scan_fwd import scan_fwd
+from mambaseq.kernels.state_update import state_update
+
+# Block sizes, measured on an H200 (benchmarks/NOTES.md). The forward steps 4 positions per chunk and saves
+# the state entering every ckpt_every-th chunk: the backward's chunk is 4 * ckpt_every positions.
+FWD_CONFIG = dict(BE=32, NL=1, num_warps=1, ckpt_every=1)
+BWD_CONFIG = dict(BE=32, NL=4, num_warps=4)
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 132  # interpreter: any value gives the same results
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
+def _unit_last(x):
+    """The kernels read u, delta, z, dout, resets with unit stride along the last axis."""
+    return x if x is None or x.stride(-1) == 1 else x.contiguous()
+
+
+def _check(u, A, B, C):
+    E = u.shape[1]
+    if B.dim() != C.dim() or (B.dim() == 4 and B.shape[1] != C.shape[1]):
+        raise ValueError(f"B and C must share one layout; got {tuple(B.shape)} and {tuple(C.shape)}")
+    if B.dim() == 4 and E % B.shape[1]:
+        raise ValueError(f"{B.shape[1]} groups do not divide {E} channels")
+    if A.dim() != 2 or A.shape[0] != E:
+        raise ValueError(f"A must be (E, N) = ({E}, N); got {tuple(A.shape)}")
+
+
+class _SelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, resets, softplus_, reverse):
+        ctx.set_materialize_grads(False)  # an unused final state then costs nothing in the backward
+        needs_grad = any(ctx.needs_input_grad[:9])
+        y, hN, ckpt, BL = scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, resets, softplus_,
+                                   reverse, store_hN=True, store_ckpt=needs_grad,
+                                   sm_count=_sm_count(u.device), **FWD_CONFIG)
+        if needs_grad:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, resets, ckpt)
+            ctx.BL, ctx.softplus, ctx.reverse = BL, softplus_, reverse
+            ctx.has_h0 = initial_state is not None
+        return y, hN
+
+    @staticmethod
+    def backward(ctx, dy, dhN):
+        u, delta, A, B, C, D, z, delta_bias, resets, ckpt = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros_like(u)
+        du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = scan_bwd(
+            _unit_last(dy), None if dhN is None else dhN.float().contiguous(), u, delta, A, B, C, D, z, delta_bias, resets, ckpt, ctx.BL, ctx.softplus,
+            ctx.reverse, need_dh0=ctx.has_h0 and ctx.needs_input_grad[8], **BWD_CONFIG)
+
+        def cast(g, like):
+            return None if g is None or like is None else g.to(like.dtype)
+
+        return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
+                dh0, None, None, None)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          initial_state=None, return_final_state=False, reverse=False, resets=None):
+    """See `mambaseq.ops.selective_scan`: y (Bt, E, L) in u's dtype, or (y, final_state fp32)."""
+    _check(u, A, B, C)
+    h0 = None if initial_state is None else initial_state.float().contiguous()
+    rs = None if resets is None else _unit_last(resets.bool()).view(torch.uint8)
+    y, hN = _SelectiveScan.apply(
+        _unit_last(u), _unit_last(delta), A.contiguous(), B, C, None if D is None else D.contiguous(),
+        _unit_last(z), None if delta_bias is None else delta_bias.contiguous(), h0, rs, bool(delta_softplus),
+        bool(reverse))
+    return (y, hN) if return_final_state else y
+
+
+def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+    """See `mambaseq.ops.selective_state_update`: updates `state` (Bt, E, N) in place, returns y (Bt, E)."""
+    if not state.is_contiguous():
+        raise ValueError("state must be contiguous: it is updated in place")
+    return state_update(state, _unit_last(x), _unit_last(dt), A if A.is_contiguous() else A.contiguous(),
+                        _unit_last(B), _unit_last(C), D, _unit_last(z), dt_bias, dt_softplus)
