@@ -76,7 +76,7 @@ def _scan_chunk(h0, dt, u, A, B, C, keep):
     b = (dt * u).permute(2, 0, 1).unsqueeze(-1) * _expand_groups(B, E)  # (T, Bt, E, N)
     H = _LinearRecurrence.apply(a, b, h0)  # (T, Bt, E, N)
     y = (H * _expand_groups(C, E)).sum(-1).permute(1, 2, 0)  # (Bt, E, T)
-    return y, H[-1]
+    return y, H[-1].clone()  # a view would keep the whole chunk's H alive while the next chunk holds it
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
