@@ -30,8 +30,9 @@ SHAPES = [(8, 2048), (8, 8192), (2, 32768), (1, 131072)]
 E, N = 1536, 16
 COPY_BW, EXP_RATE = 4.25e12, 4.2e12
 STEP_BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
-FWD_SWEEP = [(32, 4, 4), (64, 4, 8), (16, 4, 2), (64, 2, 4), (32, 2, 2), (128, 1, 4), (32, 1, 1), (64, 1, 2)]
-BWD_SWEEP = [(32, 1, 4, 4), (64, 1, 2, 4)]  # BE, ckpt_every (chunk = 4 * ckpt_every), NL, num_warps
+# BE, NL, num_warps, segments of L (None: the launcher's choice); NOTES.md: wider forward variants were slower
+FWD_SWEEP = [(32, 1, 1, None), (64, 1, 2, None)]
+BWD_SWEEP = [(16, 4, 1, None), (16, 4, 1, 1), (16, 4, 1, 16), (8, 4, 1, None)]
 
 
 def import_kernels():
@@ -88,31 +89,30 @@ def sweep(scan_fwd, scan_bwd, sm_count, log):
         args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], None, None, True,
                 False)
         fwd = []
-        for BE, NL, nw in FWD_SWEEP:
+        for BE, NL, nw, sg in FWD_SWEEP:
             try:
                 ms = bench(lambda: scan_fwd(*args, store_hN=False, store_ckpt=False, BE=BE, NL=NL,
-                                            num_warps=nw, sm_count=sm_count))
+                                            num_warps=nw, segments=sg, sm_count=sm_count))
             except Exception as err:  # a config that does not compile or fit is reported, not fatal
-                log(f"fwd {batch}x{L} BE={BE} NL={NL} nw={nw}: {type(err).__name__}: {err}"[-400:])
+                log(f"fwd {batch}x{L} BE={BE} NL={NL} nw={nw} S={sg}: {type(err).__name__}: {err}"[-400:])
                 continue
-            fwd.append(dict(BE=BE, NL=NL, num_warps=nw, ms=ms))
-            log(f"fwd {batch}x{L} BE={BE} NL={NL} nw={nw}: {ms:.3f} ms")
+            fwd.append(dict(BE=BE, NL=NL, num_warps=nw, segments=sg, ms=ms))
+            log(f"fwd {batch}x{L} BE={BE} NL={NL} nw={nw} S={sg}: {ms:.3f} ms")
         bwd = []
         dy = torch.randn_like(x["u"])
-        for BE, every, NL, nw in BWD_SWEEP:
+        _, _, ckpt = scan_fwd(*args, store_hN=False, store_ckpt=True, sm_count=sm_count)
+        for BE, NL, nw, sg in BWD_SWEEP:
             try:
-                _, _, ckpt, BL = scan_fwd(*args, store_hN=False, store_ckpt=True, ckpt_every=every,
-                                          sm_count=sm_count)
                 ms = bench(lambda: scan_bwd(dy, None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
-                                            x["delta_bias"], None, ckpt, BL, True, False, False, BE=BE, NL=NL,
-                                            num_warps=nw))
+                                            x["delta_bias"], None, ckpt, True, False, False, BE=BE, NL=NL,
+                                            num_warps=nw, segments=sg))
             except Exception as err:
-                log(f"bwd {batch}x{L} BE={BE} every={every} NL={NL} nw={nw}: {type(err).__name__}: {err}"[-400:])
+                log(f"bwd {batch}x{L} BE={BE} NL={NL} nw={nw} S={sg}: {type(err).__name__}: {err}"[-400:])
                 continue
-            bwd.append(dict(BE=BE, ckpt_every=every, NL=NL, num_warps=nw, ms=ms))
-            log(f"bwd {batch}x{L} BE={BE} every={every} NL={NL} nw={nw}: {ms:.3f} ms")
+            bwd.append(dict(BE=BE, NL=NL, num_warps=nw, segments=sg, ms=ms))
+            log(f"bwd {batch}x{L} BE={BE} NL={NL} nw={nw} S={sg}: {ms:.3f} ms")
         best[(batch, L)] = (min(fwd, key=lambda r: r["ms"]), min(bwd, key=lambda r: r["ms"]), fwd, bwd)
-        del x, dy
+        del x, dy, ckpt
         torch.cuda.empty_cache()
     return best
 
@@ -152,8 +152,8 @@ def main():
         row = dict(batch=batch, L=L, **floors(batch, L))
         if (batch, L) in best:
             bf, bb = best[(batch, L)][:2]
-            ts.FWD_CONFIG = dict(BE=bf["BE"], NL=bf["NL"], num_warps=bf["num_warps"], ckpt_every=bb["ckpt_every"])
-            ts.BWD_CONFIG = dict(BE=bb["BE"], NL=bb["NL"], num_warps=bb["num_warps"])
+            ts.FWD_CONFIG = {k: bf[k] for k in ("BE", "NL", "num_warps", "segments")}
+            ts.BWD_CONFIG = {k: bb[k] for k in ("BE", "NL", "num_warps", "segments")}
             row["sweep"] = dict(fwd=best[(batch, L)][2], bwd=best[(batch, L)][3])
         row["config"] = dict(fwd=dict(ts.FWD_CONFIG), bwd=dict(ts.BWD_CONFIG))
         kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)

@@ -78,7 +78,7 @@ def state_index(offs_e, NT: tl.constexpr, NL: tl.constexpr):
 def _fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, resets_ptr,
     y_ptr, hN_ptr, ckpt_ptr, seg_ptr,
-    E, L, N, EG, n_chunks, seg_chunks, S, CKPT_EVERY,
+    E, L, N, EG, n_chunks, seg_chunks, S,
     s_ub, s_ue, s_db, s_de, s_zb, s_ze, s_yb, s_ye,
     s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl, s_rb,
     BE: tl.constexpr, NT: tl.constexpr, NL: tl.constexpr,
@@ -131,10 +131,8 @@ def _fwd_kernel(
     c0 = s * seg_chunks
     c1 = tl.minimum(c0 + seg_chunks, n_chunks)
     for c in range(c0, c1):
-        if STORE_CKPT:  # state entering every CKPT_EVERY-th chunk, for the backward's recomputation
-            if c % CKPT_EVERY == 0:
-                n_ckpt = tl.cdiv(n_chunks, CKPT_EVERY)
-                tl.store(ckpt_ptr + ((b * E + e3) * n_ckpt + c // CKPT_EVERY) * N + n3, h, mask=mask3)
+        if STORE_CKPT:  # state entering every chunk, for the backward's recomputation; (Bt, n_chunks, E, N)
+            tl.store(ckpt_ptr + ((b * n_chunks + c) * E + e3) * N + n3, h, mask=mask3)
         t = c * 4 + tl.arange(0, 4)
         mask_t = t < L
         if REVERSE:
@@ -223,11 +221,11 @@ def block_channels(E, EG, want):
 
 
 def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_hN, store_ckpt,
-             BE=32, NL=4, segments=None, num_warps=4, sm_count=132, ckpt_every=1):
+             BE=32, NL=4, segments=None, num_warps=4, sm_count=132):
     """Launch the forward. Tensors as in `mambaseq.ops.selective_scan` (u, dt, z with unit L stride).
 
     Returns y (Bt, E, L) in u's dtype, the final state (Bt, E, N) fp32 or None, and the states entering every
-    `ckpt_every`-th chunk (Bt, E, n, N) fp32 or None, with the spacing STEPS * ckpt_every they were taken at.
+    chunk of STEPS positions (Bt, L / STEPS, E, N) fp32 or None (what the backward recomputes from).
     """
     import torch
 
@@ -249,14 +247,13 @@ def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_h
     dev = u.device
     y = torch.empty_like(u)
     hN = torch.empty(Bt, E, N, device=dev, dtype=torch.float32) if store_hN else None
-    n_ckpt = triton.cdiv(n_chunks, ckpt_every)
-    ckpt = torch.empty(Bt, E, n_ckpt, N, device=dev, dtype=torch.float32) if store_ckpt else None
+    ckpt = torch.empty(Bt, n_chunks, E, N, device=dev, dtype=torch.float32) if store_ckpt else None
     seg = torch.empty(Bt, E, S, N, 2, device=dev, dtype=torch.float32) if S > 1 else None
     zz = z if z is not None else u
     rr = resets if resets is not None else u
     sB, sC = bc_strides(B), bc_strides(C)
     args = (u, dt, A, B, C, D, zz, bias, h0, rr, y, hN, ckpt, seg,
-            E, L, N, EG, n_chunks, seg_chunks, S, ckpt_every,
+            E, L, N, EG, n_chunks, seg_chunks, S,
             u.stride(0), u.stride(1), dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1),
             y.stride(0), y.stride(1), *sB, *sC, rr.stride(0))
     flags = dict(BE=BE, NT=BN // NL, NL=NL, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None,
@@ -266,4 +263,4 @@ def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_h
     if S > 1:
         _fwd_kernel[grid](*args, STORE_HN=False, STORE_CKPT=False, TOTALS=True, **flags)
     _fwd_kernel[grid](*args, STORE_HN=store_hN, STORE_CKPT=store_ckpt, TOTALS=False, **flags)
-    return y, hN, ckpt, STEPS * ckpt_every
+    return y, hN, ckpt

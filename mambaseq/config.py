@@ -107,9 +107,13 @@ class TrainConfig:
     seed: int = 0
     valid_fraction: float = 0.1  # single-sequence genomes: held-out tail fraction
     num_workers: int = 0
+    checkpoint_every: int = 0  # steps between resumable checkpoints (0: at every evaluation)
+    checkpoint_minutes: float = 0.0  # > 0: also checkpoint when this much time passed since the last one
+    keep_checkpoints: int = 2  # the newest k checkpoints are kept
 
     def __post_init__(self) -> None:
-        for name in ("seq_len", "batch_size", "steps", "grad_accum", "eval_every", "eval_windows"):
+        for name in ("seq_len", "batch_size", "steps", "grad_accum", "eval_every", "eval_windows",
+                     "keep_checkpoints"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"train.{name} must be a positive integer, got {value!r}")
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
@@ -120,6 +124,8 @@ class TrainConfig:
         _check(0 <= self.max_n_fraction <= 1, "train.max_n_fraction must be in [0, 1]")
         _check(0 < self.valid_fraction < 1, "train.valid_fraction must be in (0, 1)")
         _check(self.num_workers >= 0, "train.num_workers must be >= 0")
+        _check(self.checkpoint_every >= 0 and self.checkpoint_minutes >= 0,
+               "train.checkpoint_every and train.checkpoint_minutes must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,38 +1,52 @@
-"""Causal next-base pretraining on a FASTA genome: random windows in, a run folder out.
+"""Causal next-base pretraining on a FASTA genome: random windows in, a resumable run folder out.
 
-Split: the last `valid_fraction` of every contig is held out (a single-sequence genome still gets a
-validation set); training windows are drawn uniformly from the rest, weighted by contig length.
-Windows with more than `max_n_fraction` N are redrawn; N is an input token but never a target, so the loss
-and bits/base count real bases only. Half of the training windows are reverse-complemented.
+Split (written to config.json's extra.split): a BED of `chrom start end split` intervals (train / valid /
+test; the HyenaDNA/Caduceus/Basenji layout), or whole held-out contigs (`valid_contigs`), or by default the
+last `valid_fraction` of every contig, so a single-sequence genome still gets a validation set. Contigs: the
+main chromosomes (chr1-22, X, Y) when the genome has any, else all; `contigs` picks explicitly.
 
-Run folder: config.json, model.safetensors, train_state.* (resume data), train.jsonl (one line per log
-step and evaluation), loss.png. Bits/base = cross-entropy in nats / ln 2 over non-N targets.
+Windows: uniform over the training regions, weighted by length; windows with more than `max_n_fraction` N
+are redrawn; half are reverse-complemented (`rc_augment`). N is an input token but never a target, so loss
+and bits/base (= cross-entropy in nats / ln 2) count real bases only, and an all-N batch gives 0, not NaN.
+Step s draws its windows from an RNG seeded by (seed, s, rank): the data order is the same after a resume
+and different on every DDP rank. DataLoader workers (`num_workers`) each open their own FASTA handle.
+
+Run folder: config.json + model.safetensors + train_state.safetensors (final), checkpoints/step-NNNNNNNN/
+(the same, every `checkpoint_every` steps or `checkpoint_minutes`, written to a temporary folder and renamed,
+newest `keep_checkpoints` kept), train.jsonl, summary.json, loss.png. `resume=True` continues from the newest
+checkpoint with the saved settings. Under torchrun each rank trains on its own windows (DDP); rank 0 writes.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mambaseq.checkpoint import TrainState, save_run
+from mambaseq.checkpoint import TrainState, load_run, load_train_state, save_run
 from mambaseq.config import ModelConfig, RunConfig, TrainConfig
-from mambaseq.io.fasta import Genome, open_fasta
+from mambaseq.io.atomic import write_bytes_atomic, write_json_atomic
+from mambaseq.io.fasta import Genome, main_chromosomes, open_fasta
 from mambaseq.model import MambaModel
-from mambaseq.io.atomic import write_json_atomic
 from mambaseq.pipelines.progress import TrainingProgress
 from mambaseq.tokenizers import N_ID, PAD_ID, encode, reverse_complement
 
 LN2 = math.log(2.0)
+SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 
 
 class PretrainError(ValueError):
-    """The genome or the settings cannot make a pretraining run."""
+    """The genome, the intervals or the settings cannot make a pretraining run."""
 
 
 @dataclass(frozen=True)
@@ -42,42 +56,83 @@ class Region:
     end: int
 
 
-class WindowSampler:
-    """Train and validation windows of `seq_len` bases from one genome's held-out split."""
+# ---- split ------------------------------------------------------------------------------------------------
+def read_split_bed(path: str | Path, lengths: dict[str, int]) -> dict[str, list[Region]]:
+    """{'train': [...], 'valid': [...], 'test': [...]} from a 4-column BED; contigs not in `lengths` are skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise PretrainError(f"{path}: cannot read the intervals ({err})") from None
+    split: dict[str, list[Region]] = {"train": [], "valid": [], "test": []}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        if len(fields) < 4 or not fields[1].isdigit() or not fields[2].isdigit():
+            raise PretrainError(f"{path}:{number}: expected 'chrom start end split', got {line[:80]!r}")
+        chrom, start, end, name = fields[0], int(fields[1]), int(fields[2]), fields[3].lower()
+        if name not in SPLIT_NAMES:
+            raise PretrainError(f"{path}:{number}: unknown split {fields[3]!r} (expected train, valid or test)")
+        if chrom not in lengths:
+            continue
+        if not start < end <= lengths[chrom]:
+            raise PretrainError(f"{path}:{number}: interval {chrom}:{start}-{end} is empty or runs past the "
+                                f"contig's end ({lengths[chrom]:,})")
+        split[SPLIT_NAMES[name]].append(Region(chrom, start, end))
+    if not split["train"] and not split["valid"]:
+        raise PretrainError(f"{path}: no interval lies on a contig of the genome")
+    return split
 
-    def __init__(self, genome: Genome, seq_len: int, valid_fraction: float, max_n_fraction: float,
-                 contigs: list[str] | None = None):
-        self.genome, self.seq_len, self.max_n_fraction = genome, seq_len, max_n_fraction
-        names = contigs or genome.names
-        missing = [c for c in names if c not in genome.lengths]
-        if missing:
-            raise PretrainError(f"{genome.path}: no contig named {missing[0]!r}")
-        self.train, self.valid = [], []
+
+def plan_split(genome: Genome, seq_len: int, valid_fraction: float, contigs: list[str] | None = None,
+               valid_contigs: list[str] | None = None, intervals: str | Path | None = None,
+               all_contigs: bool = False) -> dict:
+    """Train and valid regions (each at least seq_len long) and how they were chosen."""
+    names = contigs or (genome.names if all_contigs else main_chromosomes(genome.names) or genome.names)
+    for name in list(names) + list(valid_contigs or []):
+        if name not in genome.lengths:
+            raise PretrainError(f"{genome.path}: no contig named {name!r}")
+    if intervals is not None:
+        chosen = set(names) | set(valid_contigs or [])
+        split = read_split_bed(intervals, {n: genome.lengths[n] for n in chosen})
+        how = f"intervals from {Path(intervals).resolve()}"
+    elif valid_contigs:
+        split = {"train": [Region(n, 0, genome.lengths[n]) for n in names if n not in valid_contigs],
+                 "valid": [Region(n, 0, genome.lengths[n]) for n in valid_contigs], "test": []}
+        how = f"held-out contigs {', '.join(valid_contigs)}"
+    else:
+        split = {"train": [], "valid": [], "test": []}
         for name in names:
             length = genome.lengths[name]
             cut = int(round(length * (1 - valid_fraction)))
-            if cut >= seq_len:
-                self.train.append(Region(name, 0, cut))
-            if length - cut >= seq_len:
-                self.valid.append(Region(name, cut, length))
-        if not self.train or not self.valid:
-            longest = max(genome.lengths.values())
-            raise PretrainError(
-                f"{genome.path}: seq_len {seq_len} does not fit in both the training part and the held-out "
-                f"{valid_fraction:.0%} of any contig (longest contig {longest:,} bases)")
+            split["train"].append(Region(name, 0, cut))
+            split["valid"].append(Region(name, cut, length))
+        how = f"last {valid_fraction:.0%} of every contig held out"
+    for part in ("train", "valid"):
+        split[part] = [r for r in split[part] if r.end - r.start >= seq_len]
+        if not split[part]:
+            raise PretrainError(f"{genome.path}: no {part} region is at least seq_len {seq_len:,} long "
+                                f"({how}; longest contig {max(genome.lengths.values()):,} bases)")
+    return {"how": how, **{k: [[r.contig, r.start, r.end] for r in v] for k, v in split.items()}}
+
+
+class WindowSampler:
+    """Training and validation windows of `seq_len` bases from a planned split."""
+
+    def __init__(self, genome: Genome, split: dict, seq_len: int, max_n_fraction: float):
+        self.genome, self.seq_len, self.max_n_fraction = genome, seq_len, max_n_fraction
+        self.train = [Region(*r) for r in split["train"]]
+        self.valid = [Region(*r) for r in split["valid"]]
         spans = np.array([r.end - r.start - seq_len + 1 for r in self.train], dtype=np.float64)
         self._weights = spans / spans.sum()
-
-    def split(self) -> dict:
-        as_list = lambda regions: [[r.contig, r.start, r.end] for r in regions]  # noqa: E731
-        return {"train": as_list(self.train), "valid": as_list(self.valid)}
 
     def _window(self, region: Region, start: int) -> np.ndarray:
         raw = self.genome.fetch(region.contig, start, start + self.seq_len)
         return encode(raw, name=f"{region.contig}:{start + 1}-{start + self.seq_len}")
 
     def train_batch(self, rng: np.random.Generator, batch_size: int, rc_augment: bool) -> torch.Tensor:
-        """(batch, seq_len) int64 ids; windows over the N limit are redrawn (bounded tries, then kept)."""
+        """(batch, seq_len) int64 ids; windows over the N limit are redrawn (100 tries, then kept)."""
         rows = []
         for _ in range(batch_size):
             for _attempt in range(100):
@@ -98,6 +153,27 @@ class WindowSampler:
         return torch.from_numpy(np.stack([self._window(*slots[i]) for i in picks]).astype(np.int64))
 
 
+class TrainBatches(IterableDataset):
+    """Micro-batches for steps [first_step, last_step), step s drawn with RNG (seed, s, rank).
+
+    With k DataLoader workers, worker w makes every k-th micro-batch; the loader's round-robin order then
+    gives them back in step order, so the data is the same for any k.
+    """
+
+    def __init__(self, sampler: WindowSampler, cfg: TrainConfig, rank: int, first_step: int, last_step: int):
+        self.sampler, self.cfg, self.rank = sampler, cfg, rank
+        self.first_step, self.last_step = first_step, last_step
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        items = [(s, m) for s in range(self.first_step, self.last_step) for m in range(self.cfg.grad_accum)]
+        for step, micro in items[worker::workers]:
+            rng = np.random.default_rng([self.cfg.seed, step, self.rank, micro])
+            yield self.sampler.train_batch(rng, self.cfg.batch_size, self.cfg.rc_augment)
+
+
+# ---- loss and evaluation ----------------------------------------------------------------------------------
 def next_base_loss(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed cross-entropy in nats, number of counted targets) for predicting tokens[:, 1:].
 
@@ -110,22 +186,26 @@ def next_base_loss(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def evaluate(model: MambaModel, windows: torch.Tensor, batch_size: int, device: torch.device) -> float:
-    """Held-out bits per base over non-N targets."""
+def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Held-out bits per base over non-N targets (each DDP rank takes its share, sums are all-reduced)."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(windows), batch_size):
-        tokens = windows[i:i + batch_size].to(device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    mine = windows[rank::world]
+    for i in range(0, len(mine), batch_size):
+        tokens = mine[i:i + batch_size].to(device)
         with _autocast(device):
             logits = model(tokens)
-        loss, n = next_base_loss(logits, tokens)
-        total, count = total + loss.item(), count + int(n)
+        loss, count = next_base_loss(logits, tokens)
+        sums += torch.stack([loss.double(), count.double()])
+    if world > 1:
+        dist.all_reduce(sums)
     model.train()
-    return total / max(count, 1) / LN2
+    return (sums[0] / sums[1].clamp(min=1)).item() / LN2
 
 
 def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def cosine_schedule(warmup: int, total: int):
@@ -138,80 +218,186 @@ def cosine_schedule(warmup: int, total: int):
     return factor
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PretrainError(f"device {name!r} requested but no CUDA GPU is available")
     return torch.device(name)
 
 
-def pretrain(genome_path: str | Path, out: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
-             device: str = "auto", contigs: list[str] | None = None, show_progress: bool = True) -> dict:
-    """Train a causal LM on `genome_path`, write the run folder `out`, return the summary."""
+# ---- checkpoints ------------------------------------------------------------------------------------------
+def _checkpoint_dir(out: Path, step: int) -> Path:
+    return out / "checkpoints" / f"step-{step:08d}"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint folder (temporary folders of a killed write are ignored)."""
+    found = sorted((out / "checkpoints").glob("step-*")) if (out / "checkpoints").is_dir() else []
+    return found[-1] if found else None
+
+
+def _write_checkpoint(out: Path, step: int, model, run_cfg: RunConfig, state: TrainState, keep: int) -> None:
+    final = _checkpoint_dir(out, step)
+    tmp = final.with_name(f".tmp-{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_run(tmp, model, run_cfg, state)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)  # a folder appears whole or not at all
+    for old in sorted((out / "checkpoints").glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _truncate_log(path: Path, last_step: int) -> list[dict]:
+    """Keep the log lines up to `last_step` (a resumed run redoes the steps after its checkpoint)."""
+    if not path.is_file():
+        return []
+    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in kept if r["step"] <= last_step]
+    write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+    return kept
+
+
+# ---- the run ----------------------------------------------------------------------------------------------
+def _init_distributed(device: str) -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the torchrun process group when there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelConfig | None = None,
+             train_cfg: TrainConfig | None = None, device: str = "auto", contigs: list[str] | None = None,
+             valid_contigs: list[str] | None = None, intervals: str | Path | None = None,
+             all_contigs: bool = False, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train a causal LM on `genome_path`, write the run folder `out`, return the summary.
+
+    resume=True: continue `out` from its newest checkpoint with its saved settings (model_cfg, train_cfg and
+    the split are taken from it; genome_path may point to the genome's new location).
+    """
     out = Path(out)
-    dev = pick_device(device)
-    torch.manual_seed(train_cfg.seed)
-    rng = np.random.default_rng(train_cfg.seed)
+    rank, world, local_rank = _init_distributed(device)
+    dev = pick_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    start_step, resumed_from = 0, None
+    if resume:
+        resumed_from = latest_checkpoint(out)
+        if resumed_from is None:
+            raise PretrainError(f"{out}: nothing to resume (no checkpoints/step-* folder)")
+        model, run_cfg = load_run(resumed_from, device=dev)
+        model_cfg, train_cfg, split = run_cfg.model, run_cfg.train, run_cfg.extra["split"]
+        genome_path = genome_path or run_cfg.extra["genome"]
+    elif model_cfg is None or train_cfg is None:
+        raise PretrainError("a new run needs model and training settings")
+    if genome_path is None:
+        raise PretrainError("no genome given")
+
     with open_fasta(genome_path) as genome:
-        sampler = WindowSampler(genome, train_cfg.seq_len, train_cfg.valid_fraction, train_cfg.max_n_fraction,
-                                contigs)
+        if not resume:
+            split = plan_split(genome, train_cfg.seq_len, train_cfg.valid_fraction, contigs, valid_contigs,
+                               intervals, all_contigs)
+            torch.manual_seed(train_cfg.seed)
+            model = MambaModel(model_cfg).to(dev)
+            run_cfg = RunConfig(task="lm", model=model_cfg, train=train_cfg,
+                                extra={"tokenizer": "dna", "genome": str(Path(genome_path).resolve()),
+                                       "split": split})
+        sampler = WindowSampler(genome, split, train_cfg.seq_len, train_cfg.max_n_fraction)
         valid = sampler.valid_windows(train_cfg.eval_windows)
-        model = MambaModel(model_cfg).to(dev)
         optimizer = torch.optim.AdamW(model.param_groups(train_cfg.weight_decay), lr=train_cfg.lr,
                                       betas=(0.9, 0.95), fused=dev.type == "cuda")
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, cosine_schedule(train_cfg.warmup_steps, train_cfg.steps))
-        run_cfg = RunConfig(task="lm", model=model_cfg, train=train_cfg,
-                            extra={"tokenizer": "dna", "genome": str(Path(genome_path).resolve()),
-                                   "split": sampler.split()})
-        out.mkdir(parents=True, exist_ok=True)
+        state = TrainState(optimizer=optimizer, scheduler=scheduler, counters={})
+        counters = load_train_state(resumed_from, state, restore_rng=False) if resume else {}
+        start_step, tokens_seen = int(counters.get("step", 0)), int(counters.get("tokens_seen", 0))
+        train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        batches = DataLoader(TrainBatches(sampler, train_cfg, rank, start_step, train_cfg.steps), batch_size=None,
+                             num_workers=train_cfg.num_workers, pin_memory=dev.type == "cuda")
+
         log_path = out / "train.jsonl"
-        log_path.unlink(missing_ok=True)
-        history, summary = [], {}
-        started = time.monotonic()
-        tokens_seen, step = 0, 0
-        with TrainingProgress(train_cfg.steps, enabled=show_progress) as progress, log_path.open("a") as log:
+        history = []
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            if resume:
+                history = _truncate_log(log_path, start_step)
+            else:
+                log_path.unlink(missing_ok=True)
+        started = last_checkpoint = time.monotonic()
+        step = start_step
+        every = train_cfg.checkpoint_every or train_cfg.eval_every
+        micro_batches = iter(batches)
+        with TrainingProgress(train_cfg.steps, start_step, enabled=show_progress and rank == 0) as progress, \
+                (log_path.open("a") if rank == 0 else nullcontext()) as log:
             while step < train_cfg.steps:
-                if train_cfg.max_minutes and time.monotonic() - started > 60 * train_cfg.max_minutes:
+                stop = torch.tensor(float(bool(train_cfg.max_minutes)
+                                          and time.monotonic() - started > 60 * train_cfg.max_minutes))
+                if world > 1:  # every rank must stop at the same step
+                    dist.broadcast(stop, 0)
+                if stop.item():
                     break
                 tick = time.monotonic()
-                loss_sum, count_sum = 0.0, 0
-                for _ in range(train_cfg.grad_accum):
-                    tokens = sampler.train_batch(rng, train_cfg.batch_size, train_cfg.rc_augment).to(dev)
-                    with _autocast(dev):
-                        logits = model(tokens)
-                    loss, count = next_base_loss(logits, tokens)
-                    (loss / count.clamp(min=1) / train_cfg.grad_accum).backward()
-                    loss_sum, count_sum = loss_sum + loss.item(), count_sum + int(count)
-                    tokens_seen += tokens.numel()
+                loss_sum, count_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
+                for micro in range(train_cfg.grad_accum):
+                    tokens = next(micro_batches).to(dev, non_blocking=True)
+                    sync = micro == train_cfg.grad_accum - 1 or world == 1
+                    with _autocast(dev), (nullcontext() if sync else train_model.no_sync()):
+                        logits = train_model(tokens)
+                        loss, count = next_base_loss(logits, tokens)
+                        (loss / count.clamp(min=1) / train_cfg.grad_accum).backward()
+                    loss_sum, count_sum = loss_sum + loss.detach(), count_sum + count
+                    tokens_seen += tokens.numel() * world
                 if train_cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                bits = loss_sum / max(count_sum, 1) / LN2
-                rate = train_cfg.batch_size * train_cfg.grad_accum * train_cfg.seq_len / (time.monotonic() - tick)
+                bits = loss_sum.item() / max(count_sum.item(), 1) / LN2
+                rate = world * train_cfg.batch_size * train_cfg.grad_accum * train_cfg.seq_len / (time.monotonic() - tick)
                 record = {"step": step, "train_bits_per_base": bits, "tokens_per_s": rate,
                           "lr": scheduler.get_last_lr()[0], "elapsed_s": time.monotonic() - started}
                 if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
                     record["valid_bits_per_base"] = evaluate(model, valid, train_cfg.batch_size, dev)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                history.append(record)
-                progress.update(step, bits, rate, record.get("valid_bits_per_base"))
+                state.counters = {"step": step, "tokens_seen": tokens_seen}
+                due = step % every == 0 or (train_cfg.checkpoint_minutes
+                                            and time.monotonic() - last_checkpoint > 60 * train_cfg.checkpoint_minutes)
+                if world > 1:
+                    due_flag = torch.tensor(float(bool(due)))
+                    dist.broadcast(due_flag, 0)
+                    due = bool(due_flag.item())
+                history.append(record)  # on every rank: the end of the run decides on it collectively
+                if rank == 0:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    progress.update(step, bits, rate, record.get("valid_bits_per_base"))
+                    if due:
+                        _write_checkpoint(out, step, model, run_cfg, state, train_cfg.keep_checkpoints)
+                        last_checkpoint = time.monotonic()
+                if due and world > 1:
+                    dist.barrier()
         last = history[-1] if history else {}
-        summary["valid_bits_per_base"] = last.get("valid_bits_per_base")
-        if summary["valid_bits_per_base"] is None:  # stopped by the time limit between evaluations
-            summary["valid_bits_per_base"] = evaluate(model, valid, train_cfg.batch_size, dev)
-    summary.update(steps=step, tokens_seen=tokens_seen, elapsed_s=time.monotonic() - started,
-                   valid_windows=len(valid), train_bits_per_base=last.get("train_bits_per_base"),
-                   device=str(dev))
-    train_state = TrainState(optimizer=optimizer, scheduler=scheduler, counters={"step": step, "tokens_seen": tokens_seen})
-    save_run(out, model, run_cfg, train_state)
-    write_json_atomic(out / "summary.json", summary)
-    _plot_history(history, out / "loss.png")
+        valid_bits = last.get("valid_bits_per_base")
+        need_eval = torch.tensor(float(valid_bits is None))  # stopped by the time limit between evaluations
+        if world > 1:  # rank 0's history decides: evaluation is collective
+            dist.broadcast(need_eval, 0)
+        if need_eval.item():
+            valid_bits = evaluate(model, valid, train_cfg.batch_size, dev)
+    summary = {"valid_bits_per_base": valid_bits, "train_bits_per_base": last.get("train_bits_per_base"),
+               "steps": step, "tokens_seen": tokens_seen, "elapsed_s": time.monotonic() - started,
+               "valid_windows": len(valid), "device": str(dev), "world_size": world,
+               "resumed_from_step": start_step if resume else None}
+    if rank == 0:
+        if latest_checkpoint(out) != _checkpoint_dir(out, step):
+            _write_checkpoint(out, step, model, run_cfg, state, train_cfg.keep_checkpoints)
+        save_run(out, model, run_cfg, state)
+        write_json_atomic(out / "summary.json", summary)
+        _plot_history(history, out / "loss.png")
+    if world > 1:
+        dist.barrier()
     return summary
 
 
@@ -228,7 +414,7 @@ def _plot_history(history: list[dict], path: Path) -> None:
     ax.set(xlabel="step", ylabel="bits / base", title="next-base cross-entropy")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
+    tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)

@@ -5,12 +5,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class TrainingProgress:
-    def __init__(self, total_steps: int, enabled: bool = True, description: str = "training"):
+    def __init__(self, total_steps: int, start_step: int = 0, enabled: bool = True, description: str = "training"):
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             disable=not enabled, transient=False)
-        self._task = self._progress.add_task(description, total=total_steps, status="")
+        self._task = self._progress.add_task(description, total=total_steps, completed=start_step, status="")
         self._valid = None
 
     def __enter__(self) -> "TrainingProgress":

@@ -68,7 +68,7 @@ def test_bad_settings_and_characters(tmp_path, monkeypatch, capsys):
     genome.write_bytes(b">x\n" + b"ACGT" * 300 + b"\n")
     code, _, err = run_main(monkeypatch, capsys, "pretrain", "--genome", genome, "--out", tmp_path / "r",
                             "--seq-len", 5000)
-    assert code == 2 and "does not fit" in err
+    assert code == 2 and "at least seq_len" in err
     code, _, err = run_main(monkeypatch, capsys, "pretrain", "--genome", genome, "--out", tmp_path / "r",
                             "--lr", "-1")
     assert code == 2 and "train.lr" in err

@@ -9,7 +9,7 @@ import torch
 from mambaseq.checkpoint import load_run
 from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.fasta import open_fasta
-from mambaseq.pipelines.pretrain import PretrainError, WindowSampler, next_base_loss, pretrain
+from mambaseq.pipelines.pretrain import PretrainError, WindowSampler, next_base_loss, plan_split, pretrain
 from mambaseq.tokenizers import N_ID, PAD_ID
 
 from conftest import BUNDLED_DATA
@@ -40,9 +40,10 @@ def test_loss_ignores_n_and_pad_targets():
 
 def test_sampler_split_and_windows(piece):
     with open_fasta(piece) as genome:
-        sampler = WindowSampler(genome, seq_len=500, valid_fraction=0.1, max_n_fraction=0.5)
-        (contig, start, cut), = sampler.split()["train"]
-        (_, vstart, vend), = sampler.split()["valid"]
+        split = plan_split(genome, seq_len=500, valid_fraction=0.1)
+        sampler = WindowSampler(genome, split, seq_len=500, max_n_fraction=0.5)
+        (contig, start, cut), = split["train"]
+        (_, vstart, vend), = split["valid"]
         assert (start, cut, vstart, vend) == (0, 270_000, 270_000, 300_000)
         rng = np.random.default_rng(0)
         batch = sampler.train_batch(rng, 4, rc_augment=True)
@@ -53,16 +54,15 @@ def test_sampler_split_and_windows(piece):
         valid = sampler.valid_windows(10)
         assert valid.shape == (10, 500)
         assert torch.equal(valid, sampler.valid_windows(10))
-        with pytest.raises(PretrainError, match="does not fit"):
-            WindowSampler(genome, seq_len=100_000, valid_fraction=0.1, max_n_fraction=0.5)
+        with pytest.raises(PretrainError, match="at least seq_len"):
+            plan_split(genome, seq_len=100_000, valid_fraction=0.1)
 
 
 def test_windows_over_the_n_limit_are_redrawn(shared_data, tmp_path):
     """The first 10 kb of the real chr2 piece are N: windows there must be skipped."""
     with open_fasta(shared_data / "genome" / "hg38_chr2_1-2333275.fa") as genome:
-        sampler = WindowSampler(genome, seq_len=2000, valid_fraction=0.1, max_n_fraction=0.1)
-        sampler.train = [type(sampler.train[0])("chr2", 0, 14_000)]  # mostly N: 10 kb of 14 kb
-        sampler._weights = np.ones(1)
+        split = {"train": [["chr2", 0, 14_000]], "valid": [["chr2", 20_000, 30_000]]}  # train: 10 of 14 kb N
+        sampler = WindowSampler(genome, split, seq_len=2000, max_n_fraction=0.1)
         batch = sampler.train_batch(np.random.default_rng(1), 8, rc_augment=False)
         assert ((batch == N_ID).float().mean(1) <= 0.1).all()
 

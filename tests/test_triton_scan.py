@@ -11,7 +11,6 @@ import sys
 
 os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels are decorated, i.e. at their first import
 
-import numpy as np
 import pytest
 import torch
 
@@ -31,43 +30,6 @@ if not type(triton_scan.scan_fwd.__globals__["_fwd_kernel"]).__name__.startswith
     pytest.skip("Triton did not pick its interpreter", allow_module_level=True)
 
 
-def _fast_interpreter_scan():
-    """Triton's interpreter applies an associative scan's combine one element at a time in Python; apply it
-    to whole slices along the axis instead (the same left fold), which makes these tests ~50x faster."""
-    from triton.runtime import interpreter
-
-    ops = getattr(interpreter, "ScanOps", None)
-    if ops is None or not hasattr(ops, "generic_scan") or not hasattr(ops, "to_tensor"):
-        return  # another Triton version: keep its own (slow but right) scan
-
-    def generic_scan(self, inputs):
-        data = [x.handle.data for x in inputs]
-        dtypes = [x.dtype for x in inputs]
-        outs = [np.empty_like(d) for d in data]
-
-        def put(i, vals):
-            for o, v in zip(outs, vals):
-                idx = [slice(None)] * o.ndim
-                idx[self.axis] = i
-                o[tuple(idx)] = v
-
-        acc = [np.take(d, 0, axis=self.axis) for d in data]
-        put(0, acc)
-        for i in range(1, data[0].shape[self.axis]):
-            args = [self.to_tensor(a, dt) for a, dt in zip(acc, dtypes)]
-            args += [self.to_tensor(np.take(d, i, axis=self.axis), dt) for d, dt in zip(data, dtypes)]
-            ret = self.combine_fn.fn(*args)
-            ret = ret if isinstance(ret, tuple) else (ret,)
-            acc = [np.reshape(r.handle.data, a.shape) for r, a in zip(ret, acc)]
-            put(i, acc)
-        return [self.to_tensor(o, dt) for o, dt in zip(outs, dtypes)]
-
-    ops.generic_scan = generic_scan
-
-
-_fast_interpreter_scan()
-
-
 @pytest.fixture
 def nan_outputs(monkeypatch):
     """torch.empty/empty_like return NaN-filled float tensors, so unwritten outputs cannot pass."""
@@ -83,10 +45,10 @@ def nan_outputs(monkeypatch):
 @pytest.fixture
 def blocks(monkeypatch):
     """Set the kernels' block sizes for one test."""
-    def set_blocks(BE=8, segments=None, NL=4, every=1, BE_bwd=None):
-        monkeypatch.setattr(triton_scan, "FWD_CONFIG", dict(BE=BE, NL=NL, segments=segments, num_warps=4,
-                                                            ckpt_every=every))
-        monkeypatch.setattr(triton_scan, "BWD_CONFIG", dict(BE=BE_bwd or BE, NL=NL, num_warps=4))
+    def set_blocks(BE=8, segments=None, NL=4, bwd_segments=None, BE_bwd=None):
+        monkeypatch.setattr(triton_scan, "FWD_CONFIG", dict(BE=BE, NL=NL, segments=segments, num_warps=4))
+        monkeypatch.setattr(triton_scan, "BWD_CONFIG", dict(BE=BE_bwd or BE, NL=NL, segments=bwd_segments,
+                                                            num_warps=4))
     return set_blocks
 
 
@@ -112,16 +74,16 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
-# (batch, E, L, N, G, options, blocks): options name what is passed; blocks are the forward's
-# (BE, segments, NL lanes over N, ckpt_every: the backward's chunk is 4 * ckpt_every) and the backward's BE
+# (batch, E, L, N, G, options, blocks): options name what is passed; blocks are (BE, segments of L, NL lanes
+# over N) shared by both kernels, then the backward's own segments of L and BE
 CASES = [
-    (2, 4, 1, 16, None, "D z bias softplus h0", (8, None, 4, 8, 8)),
-    (1, 4, 7, 1, None, "", (4, None, 4, 1, 4)),
-    (2, 48, 63, 16, None, "D z bias softplus h0 resets transposed_bc", (16, None, 2, 4, 16)),
+    (2, 4, 1, 16, None, "D z bias softplus h0", (8, None, 4, 1, 8)),
+    (1, 4, 7, 1, None, "", (4, None, 4, 2, 4)),
+    (2, 48, 63, 16, None, "D z bias softplus h0 resets transposed_bc", (16, None, 2, 3, 16)),
     (1, 48, 63, 1, 4, "D softplus reverse resets h0", (4, 2, 1, 4, 4)),
-    (1, 4, 300, 16, 2, "z bias softplus reverse h0", (2, 5, 4, 8, 2)),
-    (1, 48, 300, 16, None, "D z bias softplus resets", (64, 3, 16, 4, 64)),
-    (2, 4, 300, 16, None, "D z softplus reverse resets h0", (4, None, 1, 2, 4)),
+    (1, 4, 300, 16, 2, "z bias softplus reverse h0", (2, 5, 4, 7, 2)),
+    (1, 48, 300, 16, None, "D z bias softplus resets", (64, 3, 16, 1, 64)),
+    (2, 4, 300, 16, None, "D z softplus reverse resets h0", (4, None, 1, 16, 4)),
 ]
 
 
@@ -130,7 +92,7 @@ CASES = [
                               for c in CASES])
 def test_scan_matches_reference(batch, E, L, N, G, options, blk, nan_outputs, blocks):
     opts = set(options.split())
-    blocks(BE=blk[0], segments=blk[1], NL=blk[2], every=blk[3], BE_bwd=blk[4])
+    blocks(BE=blk[0], segments=blk[1], NL=blk[2], bwd_segments=blk[3], BE_bwd=blk[4])
     gen = torch.Generator().manual_seed(L * 1000 + E)
     x = _inputs(batch, E, L, N, G, gen, transposed_bc="transposed_bc" in opts)
     for name in ("D", "z", "delta_bias"):
@@ -165,7 +127,7 @@ def test_scan_matches_reference(batch, E, L, N, G, options, blk, nan_outputs, bl
 
 def test_forward_only_and_public_dispatch(nan_outputs, blocks):
     """No grad: no chunk states saved; the public op forced to 'triton' runs the same kernels."""
-    blocks(BE=4, every=4)
+    blocks(BE=4)
     gen = torch.Generator().manual_seed(7)
     x = _inputs(2, 4, 40, 16, None, gen)
     with torch.no_grad():
@@ -178,7 +140,7 @@ def test_forward_only_and_public_dispatch(nan_outputs, blocks):
 
 def test_final_state_gradient_only(blocks):
     """A loss on the final state alone: the backward starts from its gradient, y's is absent."""
-    blocks(BE=4, every=2)
+    blocks(BE=4, bwd_segments=2)
     gen = torch.Generator().manual_seed(3)
     x = _inputs(1, 4, 20, 16, None, gen)
     u = x["u"].clone().requires_grad_()
@@ -217,7 +179,7 @@ def test_state_update_matches_reference(E, N, G, options, nan_outputs):
 
 def test_steps_continue_the_scan(blocks):
     """Scan a prefix, then step through the rest with the update kernel: same outputs as one scan."""
-    blocks(BE=4, every=2)
+    blocks(BE=4)
     gen = torch.Generator().manual_seed(11)
     x = _inputs(2, 4, 12, 16, None, gen)
     kw = dict(D=x["D"], delta_bias=x["delta_bias"], delta_softplus=True)

@@ -1,7 +1,7 @@
 """Triton backend of the selective scan: the autograd binding of `mambaseq.kernels` (Mamba paper, section 3.3.2).
 
-Glossary: Bt batch, E channels, L length, N d_state, G groups sharing B/C, BL the chunk length at which the
-forward saves the state entering each chunk (the backward recomputes everything else from those).
+Glossary: Bt batch, E channels, L length, N d_state, G groups sharing B/C. The forward saves the state entering
+each chunk of 4 positions (Bt, L/4, E, N); the backward recomputes everything else from those.
 
 Same signatures and maths as `mambaseq.ops.reference`; gradients flow to u, delta, A, B, C, D, z,
 delta_bias and initial_state (and from the returned final state). Imported only when the Triton backend is
@@ -15,10 +15,9 @@ from mambaseq.kernels.selective_scan_bwd import scan_bwd
 from mambaseq.kernels.selective_scan_fwd import scan_fwd
 from mambaseq.kernels.state_update import state_update
 
-# Block sizes, measured on an H200 (benchmarks/NOTES.md). The forward steps 4 positions per chunk and saves
-# the state entering every ckpt_every-th chunk: the backward's chunk is 4 * ckpt_every positions.
-FWD_CONFIG = dict(BE=32, NL=1, num_warps=1, ckpt_every=1)
-BWD_CONFIG = dict(BE=32, NL=4, num_warps=4)
+# Block sizes, measured on an H200 (benchmarks/NOTES.md): one warp per program, many programs per SM.
+FWD_CONFIG = dict(BE=32, NL=1, num_warps=1)
+BWD_CONFIG = dict(BE=16, NL=4, num_warps=1)
 
 _SM_COUNT: dict[int, int] = {}
 
@@ -52,12 +51,12 @@ class _SelectiveScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, resets, softplus_, reverse):
         ctx.set_materialize_grads(False)  # an unused final state then costs nothing in the backward
         needs_grad = any(ctx.needs_input_grad[:9])
-        y, hN, ckpt, BL = scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, resets, softplus_,
+        y, hN, ckpt = scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, resets, softplus_,
                                    reverse, store_hN=True, store_ckpt=needs_grad,
                                    sm_count=_sm_count(u.device), **FWD_CONFIG)
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, resets, ckpt)
-            ctx.BL, ctx.softplus, ctx.reverse = BL, softplus_, reverse
+            ctx.softplus, ctx.reverse = softplus_, reverse
             ctx.has_h0 = initial_state is not None
         return y, hN
 
@@ -67,8 +66,9 @@ class _SelectiveScan(torch.autograd.Function):
         if dy is None:
             dy = torch.zeros_like(u)
         du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = scan_bwd(
-            _unit_last(dy), None if dhN is None else dhN.float().contiguous(), u, delta, A, B, C, D, z, delta_bias, resets, ckpt, ctx.BL, ctx.softplus,
-            ctx.reverse, need_dh0=ctx.has_h0 and ctx.needs_input_grad[8], **BWD_CONFIG)
+            _unit_last(dy), None if dhN is None else dhN.float().contiguous(), u, delta, A, B, C, D, z, delta_bias,
+            resets, ckpt, ctx.softplus, ctx.reverse, need_dh0=ctx.has_h0 and ctx.needs_input_grad[8],
+            **BWD_CONFIG)
 
         def cast(g, like):
             return None if g is None or like is None else g.to(like.dtype)
