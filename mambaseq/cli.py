@@ -48,10 +48,17 @@ def info() -> None:
 
 @app.command()
 def pretrain(
-    genome: Path = typer.Option(..., help="FASTA file (.fa, or bgzip .fa.gz)"),
-    out: Path = typer.Option(..., help="run folder to write"),
+    genome: Optional[Path] = typer.Option(None, help="FASTA file (.fa, or bgzip .fa.gz with .fai/.gzi)"),
+    out: Optional[Path] = typer.Option(None, help="run folder to write"),
+    resume: Optional[Path] = typer.Option(None, help="continue this run folder from its newest checkpoint, "
+                                          "with its saved settings (--genome: only if the genome moved)"),
+    intervals: Optional[Path] = typer.Option(None, help="BED 'chrom start end split' (train/valid/test)"),
+    valid_contig: Optional[list[str]] = typer.Option(None, help="hold out these whole contigs (repeatable)"),
+    contig: Optional[list[str]] = typer.Option(None, help="train on these contigs only (repeatable)"),
+    all_contigs: bool = typer.Option(False, help="use every contig, not only chr1-22, X, Y"),
     seq_len: int = typer.Option(1024, help="window length in bases"),
     batch_size: int = typer.Option(8),
+    grad_accum: int = typer.Option(1, help="micro-batches per optimizer step"),
     steps: int = typer.Option(1000, help="optimizer steps"),
     minutes: float = typer.Option(0.0, help="stop after this many minutes (0: no limit)"),
     d_model: int = typer.Option(128),
@@ -60,25 +67,157 @@ def pretrain(
     warmup_steps: int = typer.Option(100),
     eval_every: int = typer.Option(200, help="evaluate held-out bits/base every this many steps"),
     eval_windows: int = typer.Option(64, help="held-out windows per evaluation"),
-    valid_fraction: float = typer.Option(0.1, help="held-out tail fraction of every contig"),
-    contig: Optional[list[str]] = typer.Option(None, help="train on these contigs only (repeatable)"),
+    valid_fraction: float = typer.Option(0.1, help="held-out tail fraction of every contig (no bed, no "
+                                         "--valid-contig)"),
+    checkpoint_every: int = typer.Option(0, help="steps between checkpoints (0: at every evaluation)"),
+    checkpoint_minutes: float = typer.Option(0.0, help="also checkpoint after this many minutes"),
+    keep_checkpoints: int = typer.Option(2, help="checkpoints kept"),
+    workers: int = typer.Option(0, help="DataLoader worker processes reading the FASTA"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
 ) -> None:
-    """Pretrain a causal next-base Mamba LM on random windows of a genome.
+    """Pretrain a causal next-base Mamba LM on random windows of a genome (torchrun: DDP over ranks).
 
     Example: mambaseq pretrain --genome hg38.fa --out runs/hg38 --seq-len 4096 --steps 20000
     """
     from mambaseq.config import ModelConfig, TrainConfig
+    from mambaseq.pipelines.pretrain import PretrainError
     from mambaseq.pipelines.pretrain import pretrain as run_pretrain
 
-    model_cfg = ModelConfig(d_model=d_model, n_layer=n_layer)
-    train_cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size, steps=steps, max_minutes=minutes, lr=lr,
-                            warmup_steps=warmup_steps, eval_every=eval_every, eval_windows=eval_windows,
-                            valid_fraction=valid_fraction, seed=seed)
-    summary = run_pretrain(genome, out, model_cfg, train_cfg, device=device, contigs=contig or None)
+    if resume is not None:
+        summary = run_pretrain(genome, resume, device=device, resume=True)
+        out = resume
+    else:
+        if genome is None or out is None:
+            raise PretrainError("a new run needs --genome and --out (or --resume RUN)")
+        model_cfg = ModelConfig(d_model=d_model, n_layer=n_layer)
+        train_cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, steps=steps,
+                                max_minutes=minutes, lr=lr, warmup_steps=warmup_steps, eval_every=eval_every,
+                                eval_windows=eval_windows, valid_fraction=valid_fraction, seed=seed,
+                                checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
+                                keep_checkpoints=keep_checkpoints, num_workers=workers)
+        summary = run_pretrain(genome, out, model_cfg, train_cfg, device=device, contigs=contig or None,
+                               valid_contigs=valid_contig or None, intervals=intervals, all_contigs=all_contigs)
     typer.echo(f"held-out bits/base {summary['valid_bits_per_base']:.4f} after {summary['steps']} steps; "
                f"run folder: {out}")
+
+
+finetune_app = typer.Typer(no_args_is_help=True, help="Fine-tune a classifier on labelled sequences.")
+app.add_typer(finetune_app, name="finetune")
+
+
+@finetune_app.command("promoter")
+def finetune_promoter(
+    train: Path = typer.Option(..., help="training sequences: CSV/TSV/Parquet with sequence,label, or FASTA"),
+    out: Path = typer.Option(..., help="run folder to write"),
+    dev: Optional[Path] = typer.Option(None, help="dev set (picks the threshold and the best step); "
+                                       "default: --split-fraction of the training rows"),
+    test: Optional[Path] = typer.Option(None, help="test set; default: --split-fraction of the training rows"),
+    labels: Optional[Path] = typer.Option(None, help="name,label table for FASTA inputs"),
+    init: Optional[Path] = typer.Option(None, help="start from this run's backbone (e.g. a pretrain run)"),
+    bidirectional: bool = typer.Option(False, help="forward and reverse scan in every layer (Caduceus-style)"),
+    rc_average: bool = typer.Option(True, help="average P(promoter) over both strands at inference"),
+    split_fraction: float = typer.Option(0.1, help="fraction of the training rows split off for a missing "
+                                         "dev or test set (stratified, seeded)"),
+    d_model: Optional[int] = typer.Option(None, help="model width (default 128; with --init: the run's)"),
+    n_layer: Optional[int] = typer.Option(None, help="layers (default 4; with --init: the run's)"),
+    batch_size: int = typer.Option(32),
+    steps: int = typer.Option(500, help="optimizer steps"),
+    minutes: float = typer.Option(0.0, help="stop after this many minutes (0: no limit)"),
+    lr: float = typer.Option(2e-3),
+    warmup_steps: int = typer.Option(20),
+    eval_every: int = typer.Option(50, help="dev AUROC every this many steps; the best weights are kept"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+) -> None:
+    """Train a promoter / non-promoter classifier; threshold = max MCC on dev; metrics on dev and test.
+
+    Example: mambaseq finetune promoter --train train.csv --dev dev.csv --test test.csv --init runs/hg38 --out runs/prom
+    """
+    from mambaseq.config import ModelConfig, TrainConfig
+    from mambaseq.pipelines.promoter import finetune
+
+    model_cfg = None
+    if init is None or d_model is not None or n_layer is not None:
+        base = ModelConfig() if init is None else _init_model_config(init)
+        model_cfg = ModelConfig(**{**base.to_dict(), **({"d_model": d_model} if d_model else {}),
+                                   **({"n_layer": n_layer} if n_layer else {})})
+    train_cfg = TrainConfig(batch_size=batch_size, steps=steps, max_minutes=minutes, lr=lr, warmup_steps=warmup_steps,
+                            eval_every=eval_every, valid_fraction=split_fraction, seed=seed)
+    metrics = finetune(train, out, train_cfg, model_cfg=model_cfg, dev=dev, test=test, labels=labels, init=init,
+                       bidirectional=bidirectional, rc_average=rc_average, device=device)
+    for part in ("dev", "test"):
+        typer.echo(_metrics_line(part, metrics[part]))
+    typer.echo(f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']}); run folder: {out}")
+
+
+def _init_model_config(init: Path):
+    """The --init run's model config, so options the user leaves out are taken from it."""
+    from mambaseq.checkpoint import CheckpointError
+    from mambaseq.config import ConfigError, RunConfig
+
+    try:
+        return RunConfig.load(init / "config.json").model
+    except ConfigError as err:
+        raise CheckpointError(f"--init {init}: {err}") from None
+
+
+def _metrics_line(part: str, m: dict) -> str:
+    auc = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731  (one class only: undefined)
+    return (f"{part}: AUROC {auc(m['auroc'])}  AUPRC {auc(m['auprc'])}  MCC {m['mcc']:.3f}  F1 {m['f1']:.3f}  "
+            f"accuracy {m['accuracy']:.3f}  (n={m['n']})")
+
+
+@app.command()
+def scan(
+    model: Path = typer.Option(..., help="promoter run folder (from `mambaseq finetune promoter`)"),
+    genome: Path = typer.Option(..., help="FASTA file (.fa, or bgzip .fa.gz)"),
+    out: Path = typer.Option(..., help="bedGraph of P(promoter) to write"),
+    bed: Optional[Path] = typer.Option(None, help="BED of called regions (default: --out with suffix .bed)"),
+    window: Optional[int] = typer.Option(None, help="window length (default: the run's training length)"),
+    stride: Optional[int] = typer.Option(None, help="bases between window starts = bedGraph bin size "
+                                         "(default: window / 2)"),
+    threshold: Optional[float] = typer.Option(None, help="call windows at or above this (default: the run's)"),
+    contig: Optional[list[str]] = typer.Option(None, help="scan these contigs only (repeatable)"),
+    max_n_fraction: float = typer.Option(0.1, help="skip windows with more N than this fraction"),
+    batch_size: int = typer.Option(64, help="windows per forward pass (each scored on both strands)"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Slide a promoter classifier over a genome, both strands: a bedGraph track and a BED of called regions.
+
+    Each stride-sized bin of the bedGraph holds the score of the window centred on it (0-based, half-open).
+
+    Example: mambaseq scan --model runs/prom --genome hg38.fa --out promoters.bedGraph --stride 50
+    """
+    from mambaseq.pipelines.scan import scan as run_scan
+
+    summary = run_scan(model, genome, out, bed=bed, window=window, stride=stride, threshold=threshold,
+                       contigs=contig or None, batch_size=batch_size, max_n_fraction=max_n_fraction, device=device)
+    skipped = sum(c["skipped_n"] for c in summary["contigs"].values())
+    typer.echo(f"scanned {summary['bases']:,} bases in {len(summary['contigs'])} contig(s) "
+               f"({summary['bases_per_s']:,.0f} bases/s; {skipped} windows skipped for N); "
+               f"{summary['called_regions']} regions called at threshold {summary['threshold']:.4f}")
+    typer.echo(f"bedGraph: {summary['bedgraph']}  BED: {summary['bed']}")
+
+
+@app.command()
+def embed(
+    model: Path = typer.Option(..., help="any DNA run folder (pretrain or promoter)"),
+    inputs: Path = typer.Argument(..., help="FASTA, or CSV/TSV/Parquet with a sequence column"),
+    out: Path = typer.Option(..., help="Parquet file to write"),
+    per_position: bool = typer.Option(False, help="one row per base instead of the mean per sequence"),
+    batch_size: int = typer.Option(32),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Embeddings of your sequences: the mean final hidden state over each sequence (or every position).
+
+    Example: mambaseq embed --model runs/hg38 seqs.fa --out emb.parquet
+    """
+    from mambaseq.pipelines.embed import embed as run_embed
+
+    summary = run_embed(model, inputs, out, per_position=per_position, batch_size=batch_size, device=device)
+    typer.echo(f"{summary['rows']:,} embeddings of dimension {summary['d_model']} "
+               f"({summary['sequences']:,} sequences) written to {out}")
 
 
 @app.command()
@@ -97,6 +236,13 @@ def demo(
     pre = results["pretrain"]
     typer.echo(f"pretrain: held-out bits/base {pre['valid_bits_per_base']:.4f} on hg38 chr2 "
                f"({pre['steps']} steps, {pre['elapsed_s']:.0f} s); run folder {pre['run']}")
+    prom = results["promoter"]
+    typer.echo(f"promoter: GUE prom_300_tata subset, test AUROC {prom['test']['auroc']:.3f} MCC "
+               f"{prom['test']['mcc']:.3f} (dev AUROC {prom['dev']['auroc']:.3f}; {prom['steps']} steps from the "
+               f"pretrained run, {prom['elapsed_s']:.0f} s); run folder {prom['run']}")
+    found = prom["scan"]
+    typer.echo(f"scan: {found['bases']:,} bases of chr2, both strands, {found['bases_per_s']:,.0f} bases/s; "
+               f"{found['called_regions']} promoter regions called; {found['bedgraph']}, {found['bed']}")
     typer.echo(f"outputs are in {out}")
 
 

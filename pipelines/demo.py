@@ -1,7 +1,11 @@
 """`mambaseq demo`: every pipeline that exists, on the real data bundled under data/, sized for a laptop CPU.
 
-Now: causal next-base pretraining on 300 kb of hg38 chr2 (recipe: recipes/demo_pretrain.json), reporting
-held-out bits/base on the last 10% of the piece.
+Now:
+1. pretrain: causal next-base pretraining on 300 kb of hg38 chr2 (recipe: recipes/demo_pretrain.json), reporting
+   held-out bits/base on the last 10% of the piece.
+2. promoter: fine-tunes that run (`--init`) on the bundled GUE prom_300_tata subset (400 train, 150 dev, 150 test
+   rows; recipe: recipes/demo_promoter.json, time-capped), reports dev/test AUROC and MCC, then scans the same
+   chr2 piece on both strands into a bedGraph and a BED of called regions.
 """
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ from pathlib import Path
 
 from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.pipelines.pretrain import pretrain
+from mambaseq.pipelines.promoter import finetune
+from mambaseq.pipelines.scan import scan
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 GENOME_PIECE = "hg38_chr2_1000001-1300000.fa"
+PROMOTER_SUBSET = "gue_prom_300_tata_subset"
 
 
 class DemoError(ValueError):
@@ -42,4 +49,19 @@ def run_demo(out: str | Path, data_dir: str | Path | None = None, device: str = 
     results = {"pretrain": pretrain(data / GENOME_PIECE, out / "pretrain", model_cfg, train_cfg, device=device,
                                     show_progress=show_progress)}
     results["pretrain"]["run"] = str(out / "pretrain")
+    results["promoter"] = promoter_step(out, data, device, show_progress)
     return results
+
+
+def promoter_step(out: Path, data: Path, device: str, show_progress: bool) -> dict:
+    """Fine-tune the demo's pretrained run on the GUE subset, then scan the chr2 piece with it."""
+    recipe = json.loads((RECIPES / "demo_promoter.json").read_text())
+    subset = data / PROMOTER_SUBSET
+    run = out / "promoter"
+    metrics = finetune(subset / "train.csv", run, TrainConfig.from_dict(recipe["train"]), dev=subset / "dev.csv",
+                       test=subset / "test.csv", init=out / "pretrain", rc_average=recipe["rc_average"],
+                       device=device, show_progress=show_progress)
+    scanned = scan(run, data / GENOME_PIECE, run / "chr2_piece.bedGraph", device=device,
+                   show_progress=show_progress, **recipe["scan"])
+    return {"run": str(run), "dev": metrics["dev"], "test": metrics["test"], "steps": metrics["steps"],
+            "elapsed_s": metrics["elapsed_s"], "scan": scanned}

@@ -194,7 +194,7 @@ def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, dev
     mine = windows[rank::world]
     for i in range(0, len(mine), batch_size):
         tokens = mine[i:i + batch_size].to(device)
-        with _autocast(device):
+        with autocast_for(device):
             logits = model(tokens)
         loss, count = next_base_loss(logits, tokens)
         sums += torch.stack([loss.double(), count.double()])
@@ -204,7 +204,8 @@ def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, dev
     return (sums[0] / sums[1].clamp(min=1)).item() / LN2
 
 
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
+    """bf16 autocast on a GPU; full precision on the CPU (where bf16 matmuls are slow and the scan is fp32)."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
@@ -344,7 +345,7 @@ def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelCo
                 for micro in range(train_cfg.grad_accum):
                     tokens = next(micro_batches).to(dev, non_blocking=True)
                     sync = micro == train_cfg.grad_accum - 1 or world == 1
-                    with _autocast(dev), (nullcontext() if sync else train_model.no_sync()):
+                    with autocast_for(dev), (nullcontext() if sync else train_model.no_sync()):
                         logits = train_model(tokens)
                         loss, count = next_base_loss(logits, tokens)
                         (loss / count.clamp(min=1) / train_cfg.grad_accum).backward()
