@@ -57,8 +57,11 @@ class Region:
 
 
 # ---- split ------------------------------------------------------------------------------------------------
-def read_split_bed(path: str | Path, lengths: dict[str, int]) -> dict[str, list[Region]]:
-    """{'train': [...], 'valid': [...], 'test': [...]} from a 4-column BED; contigs not in `lengths` are skipped."""
+def read_split_bed(path: str | Path, lengths: dict[str, int], chosen: set[str]) -> dict[str, list[Region]]:
+    """{'train': [...], 'valid': [...], 'test': [...]} from a 4-column BED.
+
+    A contig missing from the genome (`lengths`) is an error; one left out by the contig filter (`chosen`)
+    is skipped."""
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
@@ -75,13 +78,15 @@ def read_split_bed(path: str | Path, lengths: dict[str, int]) -> dict[str, list[
         if name not in SPLIT_NAMES:
             raise PretrainError(f"{path}:{number}: unknown split {fields[3]!r} (expected train, valid or test)")
         if chrom not in lengths:
+            raise PretrainError(f"{path}:{number}: contig {chrom!r} is not in the genome")
+        if chrom not in chosen:
             continue
         if not start < end <= lengths[chrom]:
             raise PretrainError(f"{path}:{number}: interval {chrom}:{start}-{end} is empty or runs past the "
                                 f"contig's end ({lengths[chrom]:,})")
         split[SPLIT_NAMES[name]].append(Region(chrom, start, end))
     if not split["train"] and not split["valid"]:
-        raise PretrainError(f"{path}: no interval lies on a contig of the genome")
+        raise PretrainError(f"{path}: no train or valid interval lies on the contigs in use")
     return split
 
 
@@ -94,8 +99,7 @@ def plan_split(genome: Genome, seq_len: int, valid_fraction: float, contigs: lis
         if name not in genome.lengths:
             raise PretrainError(f"{genome.path}: no contig named {name!r}")
     if intervals is not None:
-        chosen = set(names) | set(valid_contigs or [])
-        split = read_split_bed(intervals, {n: genome.lengths[n] for n in chosen})
+        split = read_split_bed(intervals, genome.lengths, set(names) | set(valid_contigs or []))
         how = f"intervals from {Path(intervals).resolve()}"
     elif valid_contigs:
         split = {"train": [Region(n, 0, genome.lengths[n]) for n in names if n not in valid_contigs],

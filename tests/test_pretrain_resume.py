@@ -74,8 +74,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
 
 def test_split_from_bed(genome, tmp_path):
     bed = tmp_path / "split.bed"
-    bed.write_text(f"{CONTIG}\t0\t200000\ttrain\n{CONTIG}\t200000\t250000\tvalid\n{CONTIG}\t250000\t300000\ttest\n"
-                   "chrUn\t0\t10\ttrain\n")
+    bed.write_text(f"{CONTIG}\t0\t200000\ttrain\n{CONTIG}\t200000\t250000\tvalid\n{CONTIG}\t250000\t300000\ttest\n")
     with open_fasta(genome) as g:
         split = plan_split(g, 1000, 0.1, intervals=bed)
         assert split["train"] == [[CONTIG, 0, 200000]] and split["valid"] == [[CONTIG, 200000, 250000]]
@@ -83,7 +82,9 @@ def test_split_from_bed(genome, tmp_path):
         for line, message in ((f"{CONTIG}\t0\tten\ttrain\n", "split.bed:1: expected"),
                               (f"{CONTIG}\t0\t10\tholdout\n", "unknown split"),
                               (f"{CONTIG}\t0\t400000\ttrain\n", "past the contig's end"),
-                              ("chr9\t0\t10\ttrain\n", "no interval lies")):
+                              (f"{CONTIG}\t10\t10\ttrain\n", "is empty"),
+                              (f"{CONTIG}\t0\t10\ttest\n", "no train or valid interval"),
+                              ("chr9\t0\t10\ttrain\n", "'chr9' is not in the genome")):
             bed.write_text(line)
             with pytest.raises(PretrainError, match=message):
                 plan_split(g, 1000, 0.1, intervals=bed)
@@ -115,3 +116,10 @@ def test_ddp_two_cpu_ranks(genome, tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert len(losses(tmp_path / "ddp")) == 4  # one writer: rank 0
+
+
+def test_real_hg38_bed_against_a_partial_genome(shared_data):
+    """The Borzoi hg38 split bed names every chromosome; the shipped chr2 piece has one: a clear error."""
+    with open_fasta(shared_data / "genome" / "hg38_chr2_1-2333275.fa") as g:
+        with pytest.raises(PretrainError, match=r"borzoi_hg38_intervals_train_valid_test.bed:1: contig 'chr4'"):
+            plan_split(g, 1000, 0.1, intervals=shared_data / "genome" / "borzoi_hg38_intervals_train_valid_test.bed")
