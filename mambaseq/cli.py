@@ -48,6 +48,7 @@ def info() -> None:
 
 @app.command()
 def pretrain(
+    ctx: typer.Context,
     genome: Optional[Path] = typer.Option(None, help="FASTA file (.fa, or bgzip .fa.gz with .fai/.gzi)"),
     out: Optional[Path] = typer.Option(None, help="run folder to write"),
     resume: Optional[Path] = typer.Option(None, help="continue this run folder from its newest checkpoint, "
@@ -85,6 +86,11 @@ def pretrain(
     from mambaseq.pipelines.pretrain import pretrain as run_pretrain
 
     if resume is not None:
+        changed = [name for name in ctx.params if name not in ("resume", "genome", "device")
+                   and ctx.get_parameter_source(name).name == "COMMANDLINE"]
+        if changed:  # silently ignoring them would train something other than what was asked
+            raise PretrainError(f"--resume continues {resume} with its saved settings; drop "
+                                + ", ".join("--" + name.replace("_", "-") for name in changed))
         summary = run_pretrain(genome, resume, device=device, resume=True)
         out = resume
     else:

@@ -72,6 +72,12 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
     assert done.wait(timeout=120) == 2 and "nothing to resume" in done.stderr.read()
 
 
+def test_resume_refuses_new_settings(tmp_path):
+    done = cli("pretrain", "--resume", tmp_path / "run", "--d-model", 64, "--seq-len", 1024)
+    assert done.wait(timeout=120) == 2
+    assert "with its saved settings; drop --d-model, --seq-len" in done.stderr.read()
+
+
 def test_split_from_bed(genome, tmp_path):
     bed = tmp_path / "split.bed"
     bed.write_text(f"{CONTIG}\t0\t200000\ttrain\n{CONTIG}\t200000\t250000\tvalid\n{CONTIG}\t250000\t300000\ttest\n")
