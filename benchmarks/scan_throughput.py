@@ -66,7 +66,7 @@ def main() -> None:
     (args.out / "scan_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["# Promoter scan throughput (CPU)", "",
              f"{meta['date']} · {meta['cpu']} ({meta['cores']} cores, 1-min load average {meta['load_average_1min']:.1f} "
-             f"at the end: the CPU was shared) · torch {meta['torch']}", "",
+             f"at the end, {meta['threads']} of them this run's own torch threads) · torch {meta['torch']}", "",
              f"Both strands scored per window (2 forward rows per window), batch 64, reference selective scan. "
              f"Command: `python benchmarks/scan_throughput.py`.", "",
              "| model | d_model | d_state | window | stride | bases | s | bases/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -1,4 +1,5 @@
 """Shared fixtures: where the real data lives, and a skip when a clone has no ../shared."""
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,3 +15,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it ships beside the repo, not in it)")
     return SHARED_DATA
+
+
+def run_main(monkeypatch, capsys, *args):
+    """Call the `mambaseq` console entry point in-process; return (exit code, stdout, stderr)."""
+    from mambaseq.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mambaseq", *map(str, args)])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    captured = capsys.readouterr()
+    return stop.value.code, captured.out, captured.err

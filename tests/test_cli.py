@@ -5,20 +5,11 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from mambaseq.cli import app, main
+from mambaseq.cli import app
 
-from conftest import BUNDLED_DATA
+from conftest import BUNDLED_DATA, run_main
 
 runner = CliRunner()
-
-
-def run_main(monkeypatch, capsys, *args):
-    """Call the console-script entry point in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["mambaseq", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    captured = capsys.readouterr()
-    return stop.value.code, captured.out, captured.err
 
 
 def test_help_lists_commands_with_examples():

@@ -1,7 +1,6 @@
 """Promoter classification, genome scan and embeddings on real data: learning, strand symmetry, --init,
 valid bedGraph/BED output, and a one-line error with exit status 2 for every kind of bad input."""
 import json
-import sys
 
 import numpy as np
 import polars as pl
@@ -10,27 +9,17 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from mambaseq.checkpoint import load_run, save_run
-from mambaseq.cli import main
 from mambaseq.config import ModelConfig, RunConfig, TrainConfig
 from mambaseq.io.sequences import SequenceError, encode_sequences, read_sequences
 from mambaseq.model import MambaModel
 from mambaseq.pipelines.promoter import best_threshold, classifier_from_init, finetune, predict_proba
 from mambaseq.tokenizers import reverse_complement
 
-from conftest import BUNDLED_DATA
+from conftest import BUNDLED_DATA, run_main
 
 SUBSET = BUNDLED_DATA / "gue_prom_300_tata_subset"
 PIECE = BUNDLED_DATA / "hg38_chr2_1000001-1300000.fa"
 TINY = ModelConfig(d_model=32, n_layer=2, d_state=8)
-
-
-def run_main(monkeypatch, capsys, *args):
-    """The console entry point in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["mambaseq", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    captured = capsys.readouterr()
-    return stop.value.code, captured.out, captured.err
 
 
 def tiny_promoter_run(path, bidirectional=False, threshold=0.5, seq_len=300):
