@@ -16,7 +16,6 @@ rest of the run (the table says which). Writes DIR/scan_h200.json and DIR/scan_h
 import argparse
 import datetime
 import json
-import os
 import sys
 import types
 from pathlib import Path

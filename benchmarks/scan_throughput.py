@@ -67,8 +67,8 @@ def main() -> None:
     lines = ["# Promoter scan throughput (CPU)", "",
              f"{meta['date']} · {meta['cpu']} ({meta['cores']} cores, 1-min load average {meta['load_average_1min']:.1f} "
              f"at the end, {meta['threads']} of them this run's own torch threads) · torch {meta['torch']}", "",
-             f"Both strands scored per window (2 forward rows per window), batch 64, reference selective scan. "
-             f"Command: `python benchmarks/scan_throughput.py`.", "",
+             "Both strands scored per window (2 forward rows per window), batch 64, reference selective scan. "
+             "Command: `python benchmarks/scan_throughput.py`.", "",
              "| model | d_model | d_state | window | stride | bases | s | bases/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['d_model']} | {r['d_state']} | {r['window']} | {r['stride']} | {r['bases']:,} | "
               f"{r['seconds']:.1f} | {r['bases_per_s']:,.0f} |" for r in rows]

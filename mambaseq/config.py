@@ -65,7 +65,7 @@ class ModelConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"model.{name} must be a positive integer, got {value!r}")
         _check(isinstance(self.dt_rank, int) and self.dt_rank >= 0, f"model.dt_rank must be >= 0, got {self.dt_rank!r}")
-        _check(0 < self.dt_min <= self.dt_max, f"model.dt_min/dt_max must satisfy 0 < dt_min <= dt_max")
+        _check(0 < self.dt_min <= self.dt_max, "model.dt_min/dt_max must satisfy 0 < dt_min <= dt_max")
         _check(self.fixed_dt >= 0, f"model.fixed_dt must be >= 0, got {self.fixed_dt}")
         _check(self.n_classes >= 0 and self.n_classes != 1, f"model.n_classes must be 0 or >= 2, got {self.n_classes}")
         _check(0 <= self.pad_id < self.vocab_size, f"model.pad_id {self.pad_id} outside the vocabulary")

@@ -21,7 +21,7 @@ import torch
 
 from mambaseq.checkpoint import load_run
 from mambaseq.io.sequences import read_sequences
-from mambaseq.pipelines.pretrain import autocast_for, pick_device
+from mambaseq.pipelines.training import autocast_for, pick_device
 from mambaseq.pipelines.promoter import status_progress
 
 

@@ -39,6 +39,7 @@ from mambaseq.io.atomic import write_bytes_atomic, write_json_atomic
 from mambaseq.io.fasta import Genome, main_chromosomes, open_fasta
 from mambaseq.model import MambaModel
 from mambaseq.pipelines.progress import TrainingProgress
+from mambaseq.pipelines.training import autocast_for, cosine_schedule, optimizer_step, pick_device
 from mambaseq.tokenizers import N_ID, PAD_ID, encode, reverse_complement
 
 LN2 = math.log(2.0)
@@ -208,29 +209,6 @@ def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, dev
     return (sums[0] / sums[1].clamp(min=1)).item() / LN2
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on a GPU; full precision on the CPU (where bf16 matmuls are slow and the scan is fp32)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def cosine_schedule(warmup: int, total: int):
-    """LR multiplier: linear warm-up, then cosine decay to 10% (as in the Mamba/GPT-3 recipes)."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
-
-
-def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PretrainError(f"device {name!r} requested but no CUDA GPU is available")
-    return torch.device(name)
-
-
 # ---- checkpoints ------------------------------------------------------------------------------------------
 def _checkpoint_dir(out: Path, step: int) -> Path:
     return out / "checkpoints" / f"step-{step:08d}"
@@ -355,11 +333,7 @@ def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelCo
                         (loss / count.clamp(min=1) / train_cfg.grad_accum).backward()
                     loss_sum, count_sum = loss_sum + loss.detach(), count_sum + count
                     tokens_seen += tokens.numel() * world
-                if train_cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(model, optimizer, scheduler, train_cfg.grad_clip)
                 step += 1
                 bits = loss_sum.item() / max(count_sum.item(), 1) / LN2
                 rate = world * train_cfg.batch_size * train_cfg.grad_accum * train_cfg.seq_len / (time.monotonic() - tick)

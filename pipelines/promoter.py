@@ -41,7 +41,7 @@ from mambaseq.config import ModelConfig, RunConfig, TrainConfig
 from mambaseq.io.atomic import write_bytes_atomic, write_json_atomic
 from mambaseq.io.sequences import SequenceSet, read_sequences
 from mambaseq.model import MambaModel
-from mambaseq.pipelines.pretrain import autocast_for, cosine_schedule, pick_device
+from mambaseq.pipelines.training import autocast_for, cosine_schedule, optimizer_step, pick_device
 from mambaseq.tokenizers import reverse_complement
 
 CLASSES = ["non-promoter", "promoter"]
@@ -254,11 +254,7 @@ def finetune(train: str | Path, out: str | Path, train_cfg: TrainConfig, *, mode
                 logits = model.classify(tokens, lengths=lengths)  # (B, 2)
             loss = F.cross_entropy(logits.float(), targets)
             loss.backward()
-            if train_cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scheduler, train_cfg.grad_clip)
             step += 1
             record = {"step": step, "train_loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                       "tokens_per_s": int(lengths.sum()) / (time.monotonic() - tick),

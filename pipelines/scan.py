@@ -34,7 +34,7 @@ import torch
 
 from mambaseq.io.atomic import open_atomic
 from mambaseq.io.fasta import open_fasta
-from mambaseq.pipelines.pretrain import autocast_for, pick_device
+from mambaseq.pipelines.training import autocast_for, pick_device
 from mambaseq.pipelines.promoter import load_promoter_run, status_progress
 from mambaseq.tokenizers import N_ID, encode, reverse_complement
 
