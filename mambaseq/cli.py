@@ -249,6 +249,9 @@ def demo(
     found = prom["scan"]
     typer.echo(f"scan: {found['bases']:,} bases of chr2, both strands, {found['bases_per_s']:,.0f} bases/s; "
                f"{found['called_regions']} promoter regions called; {found['bedgraph']}, {found['bed']}")
+    emb = results["embed"]
+    typer.echo(f"embed: {emb['sequences']} test sequences -> {emb['d_model']}-dim vectors from the pretrained run; "
+               f"{emb['out']}")
     typer.echo(f"outputs are in {out}")
 
 

@@ -6,6 +6,7 @@ Now:
 2. promoter: fine-tunes that run (`--init`) on the bundled GUE prom_300_tata subset (400 train, 150 dev, 150 test
    rows; recipe: recipes/demo_promoter.json, time-capped), reports dev/test AUROC and MCC, then scans the same
    chr2 piece on both strands into a bedGraph and a BED of called regions.
+3. embed: per-sequence embeddings of the subset's test sequences from the pretrained run, as Parquet.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 
 from mambaseq.config import ModelConfig, TrainConfig
+from mambaseq.pipelines.embed import embed
 from mambaseq.pipelines.pretrain import pretrain
 from mambaseq.pipelines.promoter import finetune
 from mambaseq.pipelines.scan import scan
@@ -50,6 +52,8 @@ def run_demo(out: str | Path, data_dir: str | Path | None = None, device: str = 
                                     show_progress=show_progress)}
     results["pretrain"]["run"] = str(out / "pretrain")
     results["promoter"] = promoter_step(out, data, device, show_progress)
+    results["embed"] = embed(out / "pretrain", data / PROMOTER_SUBSET / "test.csv", out / "embeddings.parquet",
+                             device=device, show_progress=show_progress)
     return results
 
 
