@@ -1,4 +1,5 @@
-"""DNA tokenizer: bytes <-> token ids through a 256-entry lookup table, and reverse complement.
+"""Tokenizers: DNA bytes <-> token ids through a 256-entry lookup table (and reverse complement), and
+time-series values -> bin ids (`ValueQuantiser`, at the end of this file).
 
 One token per base, no k-mers: the model is character-level. Encoding runs one table lookup per byte in C
 (`bytes.translate` over the table built below), never a Python loop per character, so a whole chromosome
@@ -140,3 +141,83 @@ def reverse_complement(
     if is_tensor:
         return complement(torch.gather(ids, -1, source.long()))
     return complement(np.take_along_axis(ids, source, axis=-1))
+
+
+# ---- time-series values as characters ---------------------------------------------------------------------
+
+class ValueQuantiser:
+    """Real values -> bin ids, one scale per channel, fitted on training data only.
+
+    Robust scaling first: (x - median) / IQR (falling back to the standard deviation, then to 1 for a constant
+    channel: no division by zero, every training value lands in one bin). Then `n_bins` uniform bins between
+    the 0.1st and 99.9th percentiles of the scaled training values, widened by `margin` of that span on each
+    side (a span of 2 for a constant channel), so one training spike does not squeeze the rest into few bins.
+
+    Ids: MISSING=0 (NaN), BELOW=1 and ABOVE=n_bins+2 for values outside the range (flagged as out of range),
+    2..n_bins+1 for the bins. vocab_size = n_bins + 3.
+    """
+
+    MISSING, BELOW = 0, 1
+
+    def __init__(self, center, scale, low, high, n_bins: int):
+        self.center, self.scale = np.asarray(center, np.float64), np.asarray(scale, np.float64)
+        self.low, self.high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+        self.n_bins = int(n_bins)
+
+    @property
+    def above(self) -> int:
+        return self.n_bins + 2
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_bins + 3
+
+    @property
+    def n_channels(self) -> int:
+        return self.center.size
+
+    @classmethod
+    def fit(cls, values: np.ndarray, n_bins: int = 64, margin: float = 0.1) -> "ValueQuantiser":
+        """values (T, C) with NaN where missing; every channel needs at least one value."""
+        if n_bins < 2:
+            raise ValueError(f"n_bins must be >= 2, got {n_bins}")
+        q25, center, q75 = np.nanpercentile(values, [25, 50, 75], axis=0)  # (C,) each
+        scale = q75 - q25
+        std = np.nanstd(values, axis=0)
+        scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
+        scaled = (values - center) / scale
+        low, high = np.nanpercentile(scaled, [0.1, 99.9], axis=0)
+        span = high - low
+        pad = np.where(span > 0, margin * span, 1.0)
+        return cls(center, scale, low - pad, high + pad, n_bins)
+
+    def scale_values(self, values: np.ndarray) -> np.ndarray:
+        """(T, C) -> robust-scaled (T, C), NaN kept."""
+        return (values - self.center) / self.scale
+
+    def encode(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """values (T, C) -> (ids (T, C) int64, out_of_range (T, C) bool)."""
+        scaled = self.scale_values(values)
+        missing = np.isnan(scaled)
+        position = (scaled - self.low) / (self.high - self.low) * self.n_bins  # (T, C), bins at [0, n_bins)
+        below, above = position < 0, position >= self.n_bins
+        ids = 2 + np.floor(np.clip(np.nan_to_num(position), 0, self.n_bins - 1)).astype(np.int64)
+        ids[below] = self.BELOW
+        ids[above] = self.above
+        ids[missing] = self.MISSING
+        return ids, (below | above)
+
+    def to_dict(self) -> dict:
+        return {"center": self.center.tolist(), "scale": self.scale.tolist(), "low": self.low.tolist(),
+                "high": self.high.tolist(), "n_bins": self.n_bins}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ValueQuantiser":
+        try:
+            q = cls(data["center"], data["scale"], data["low"], data["high"], data["n_bins"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"invalid quantiser settings: {err}") from None
+        if not (q.center.shape == q.scale.shape == q.low.shape == q.high.shape == (q.n_channels,)) \
+                or q.n_bins < 2 or not np.all(q.high > q.low) or not np.all(q.scale > 0):
+            raise ValueError("invalid quantiser settings: inconsistent shapes or ranges")
+        return q

@@ -1,11 +1,13 @@
-"""A rich progress bar for training loops: step, loss in bits/base, tokens/s, held-out bits/base, ETA."""
+"""A rich progress bar for training loops: step, loss in bits (per base or value), tokens/s, held-out bits, ETA."""
 from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 class TrainingProgress:
-    def __init__(self, total_steps: int, start_step: int = 0, enabled: bool = True, description: str = "training"):
+    def __init__(self, total_steps: int, start_step: int = 0, enabled: bool = True, description: str = "training",
+                 unit: str = "bits/base"):
+        self._unit = unit
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -23,7 +25,7 @@ class TrainingProgress:
     def update(self, step: int, train_bits: float, tokens_per_s: float, valid_bits: float | None = None) -> None:
         if valid_bits is not None:
             self._valid = valid_bits
-        status = f"{train_bits:.3f} bits/base  {tokens_per_s:,.0f} tok/s"
+        status = f"{train_bits:.3f} {self._unit}  {tokens_per_s:,.0f} tok/s"
         if self._valid is not None:
             status += f"  held-out {self._valid:.3f}"
         self._progress.update(self._task, completed=step, status=status)

@@ -1,0 +1,450 @@
+"""Time-series anomaly detection: values become characters, a Mamba LM predicts the next one, surprise = anomaly.
+
+Fit (`fit`): read the training series (mambaseq.io.series), fit a `ValueQuantiser` per channel on the
+training part only (robust scaling, uniform bins, MISSING and out-of-range ids), and train a causal Mamba LM
+with one embedding per channel (summed) and one next-bin head per channel on random windows. The last
+`calibration_fraction` of every training series is held out of the windows: the threshold is the
+`threshold_quantile` of the scores there (scores the model did not train on, so the false-alarm rate on
+normal data is about 1 - quantile).
+
+Score (`StreamScorer`): per step t >= 1, NLL_t = -sum over channels of log p(bin_t | bins_<t), in nats,
+channels whose value is missing at t left out; step 0 has no context and scores 0. score_t = the mean of the
+last `smooth` NLLs (causal, so a stream scores the same as a file). A step is flagged when score > threshold;
+flagged runs (merged across gaps of at most `merge_gap` steps) are events. The scorer carries the model's
+recurrent state (conv + SSM), the last step's logits and the smoothing window between calls: O(1) memory
+per step, and any cut of the series into chunks gives the same scores as one pass.
+
+Run folder: config.json (task "anomaly"; extra: columns, quantiser, threshold, smoothing, reader settings,
+calibration statistics), model.safetensors, train.jsonl, loss.png.
+
+Glossary: T steps, C channels, V vocabulary (bins + 3), B batch, L window length.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+
+from mambaseq.checkpoint import load_run, save_run
+from mambaseq.config import ModelConfig, RunConfig, TrainConfig
+from mambaseq.io.atomic import write_bytes_atomic, write_json_atomic
+from mambaseq.io.series import Series, check_same_columns, read_series
+from mambaseq.model import MambaModel
+from mambaseq.pipelines.progress import TrainingProgress
+from mambaseq.pipelines.training import autocast_for, cosine_schedule, optimizer_step, pick_device
+from mambaseq.tokenizers import ValueQuantiser
+
+
+class AnomalyError(ValueError):
+    """The data, the settings or a run folder cannot make or use an anomaly model."""
+
+
+@dataclass
+class AnomalySettings:
+    """What fitting decides besides the network: how values are read, binned, scored and thresholded."""
+
+    n_bins: int = 64
+    fit_fraction: float = 1.0  # use only this leading fraction of each training file (NAB: 0.15)
+    calibration_fraction: float = 0.15  # trailing part of each training series held out for the threshold
+    threshold_quantile: float = 0.995
+    smooth: int = 1  # trailing mean over this many steps of NLL
+    merge_gap: int = 0  # flagged runs at most this many steps apart form one event
+    columns: list[str] | None = None
+    timestamp: str | None = "auto"
+    label: str | None = "auto"
+    order: str = "error"
+
+    def __post_init__(self) -> None:
+        if not (2 <= self.n_bins <= 4096):
+            raise AnomalyError(f"n_bins must be in 2..4096, got {self.n_bins}")
+        if not (0 < self.fit_fraction <= 1):
+            raise AnomalyError(f"fit_fraction must be in (0, 1], got {self.fit_fraction}")
+        if not (0 < self.calibration_fraction < 1):
+            raise AnomalyError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+        if not (0 < self.threshold_quantile <= 1):
+            raise AnomalyError(f"threshold_quantile must be in (0, 1], got {self.threshold_quantile}")
+        if self.smooth < 1 or self.merge_gap < 0:
+            raise AnomalyError("smooth must be >= 1 and merge_gap >= 0")
+
+
+def read_for(settings: AnomalySettings, path: str | Path, columns: list[str] | None = None) -> Series:
+    """Read with the fitted settings; scoring (columns given) looks for a label column even if fit had none."""
+    label = settings.label if columns is None or settings.label is not None else "auto"
+    return read_series(path, columns=columns or settings.columns, timestamp=settings.timestamp,
+                       label=label, order=settings.order)
+
+
+# ---- fitting -------------------------------------------------------------------------------------------------
+
+def _split_parts(series: list[Series], settings: AnomalySettings) -> tuple[list[np.ndarray], list[int]]:
+    """Each series' fit part cut into (train part, calibration start); checks every part is long enough."""
+    parts, cal_starts = [], []
+    for s in series:
+        n = max(1, int(round(settings.fit_fraction * len(s))))
+        cal = int(round(n * (1 - settings.calibration_fraction)))
+        if cal < 8 or n - cal < 2:
+            raise AnomalyError(f"{s.name}: {n} training steps are too few (need at least 10 with "
+                               f"{settings.calibration_fraction:.0%} held out for the threshold)")
+        parts.append(s.values[:n])
+        cal_starts.append(cal)
+    return parts, cal_starts
+
+
+def _windows(tokens: list[torch.Tensor], ends: list[int], length: int, batch: int, rng: np.random.Generator):
+    """A (B, length, C) batch of random windows from the training parts, each part weighted by its length."""
+    weights = np.array([max(1, e - length + 1) for e in ends], np.float64)
+    which = rng.choice(len(tokens), size=batch, p=weights / weights.sum())
+    rows = []
+    for i in which:
+        start = int(rng.integers(0, max(1, ends[i] - length + 1)))
+        rows.append(tokens[i][start:start + length])
+    return torch.stack(rows)
+
+
+def channel_logits(model: MambaModel, tokens: torch.Tensor, cache=None) -> torch.Tensor:
+    """tokens (B, L, C) -> logits (B, L, C, V) for any C (a one-channel model takes and gives no channel axis)."""
+    if model.config.n_channels == 1:
+        return model(tokens[..., 0], cache=cache).unsqueeze(-2)
+    return model(tokens, cache=cache)
+
+
+def next_bin_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each channel's next bin; MISSING targets are left out. logits (B, L, C, V)."""
+    target = tokens[:, 1:]  # (B, L-1, C)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 2).float(), target.flatten(),
+                           ignore_index=ValueQuantiser.MISSING)
+
+
+def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySettings | None = None,
+        model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = None, device: str = "auto",
+        show_progress: bool = True) -> dict:
+    """Fit an anomaly model on normal data, write the run folder `out`, return a summary dict."""
+    settings = settings or AnomalySettings()
+    train_cfg = train_cfg or TrainConfig(seq_len=256, batch_size=16, steps=300, lr=3e-3, warmup_steps=30,
+                                         eval_every=100)
+    if not train_paths:
+        raise AnomalyError("no training files given")
+    series = [read_for(settings, p) for p in train_paths]
+    for s in series[1:]:
+        check_same_columns(series[0], s)
+    parts, cal_starts = _split_parts(series, settings)
+    fit_values = np.concatenate([p[:c] for p, c in zip(parts, cal_starts)])
+    for name, column in zip(series[0].columns, fit_values.T):
+        if np.isnan(column).all():
+            raise AnomalyError(f"column {name!r} has no value in the training part")
+    quantiser = ValueQuantiser.fit(fit_values, settings.n_bins)
+    seq_len = min(train_cfg.seq_len, min(cal_starts))  # windows never cross into the calibration part
+    train_cfg = TrainConfig(**{**train_cfg.to_dict(), "seq_len": seq_len})
+
+    base = model_cfg or ModelConfig(d_model=64, n_layer=2)
+    cfg = ModelConfig(**{**base.to_dict(), "vocab_size": quantiser.vocab_size, "n_channels": quantiser.n_channels,
+                         "n_classes": 0, "bidirectional": False})
+    dev = pick_device(device)
+    torch.manual_seed(train_cfg.seed)
+    rng = np.random.default_rng(train_cfg.seed)
+    model = MambaModel(cfg).to(dev)
+    optimizer = torch.optim.AdamW(model.param_groups(train_cfg.weight_decay), lr=train_cfg.lr, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(train_cfg.warmup_steps, train_cfg.steps))
+    tokens = [torch.from_numpy(quantiser.encode(p)[0]).to(dev) for p in parts]  # (T_i, C) each
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    history, started = [], time.monotonic()
+    with TrainingProgress(train_cfg.steps, enabled=show_progress, description="fitting",
+                          unit="bits/value") as progress:
+        for step in range(1, train_cfg.steps + 1):
+            if train_cfg.max_minutes and time.monotonic() - started > 60 * train_cfg.max_minutes:
+                break
+            tick = time.monotonic()
+            batch = _windows(tokens, cal_starts, seq_len, train_cfg.batch_size, rng)  # (B, L, C)
+            with autocast_for(dev):
+                loss = next_bin_loss(channel_logits(model, batch), batch)
+            loss.backward()
+            optimizer_step(model, optimizer, scheduler, train_cfg.grad_clip)
+            bits = loss.item() / math.log(2)
+            history.append({"step": step, "train_bits_per_value": bits, "lr": scheduler.get_last_lr()[0],
+                            "steps_per_s": batch.shape[0] * batch.shape[1] / (time.monotonic() - tick),
+                            "elapsed_s": time.monotonic() - started})
+            progress.update(step, bits, history[-1]["steps_per_s"])
+
+    model.eval()
+    calibration = []
+    for s, p, c in zip(series, parts, cal_starts):
+        scorer = StreamScorer(model, quantiser, settings.smooth, dev)
+        calibration.append(scorer.push(p)["score"][c:])
+    calibration = np.concatenate(calibration)
+    threshold = float(np.quantile(calibration, settings.threshold_quantile))
+    run_cfg = RunConfig(task="anomaly", model=cfg, train=train_cfg, extra={
+        "settings": {**settings.__dict__, "columns": series[0].columns},
+        "quantiser": quantiser.to_dict(), "threshold": threshold,
+        "threshold_rule": f"quantile {settings.threshold_quantile} of held-out training scores",
+        "calibration": {"mean": float(calibration.mean()), "std": float(calibration.std()),
+                        "n": int(calibration.size)},
+        "data": [str(Path(p)) for p in train_paths]})
+    save_run(out, model.cpu(), run_cfg)
+    write_bytes_atomic(out / "train.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
+    _plot_loss(history, out / "loss.png")
+    summary = {"threshold": threshold, "steps": len(history), "seq_len": seq_len,
+               "final_train_bits_per_value": history[-1]["train_bits_per_value"] if history else None,
+               "calibration_mean_score": float(calibration.mean()), "elapsed_s": time.monotonic() - started,
+               "device": str(dev), "columns": series[0].columns}
+    write_json_atomic(out / "fit.json", summary)
+    return summary
+
+
+# ---- scoring -------------------------------------------------------------------------------------------------
+
+class StreamScorer:
+    """Scores a series chunk by chunk with the model's recurrent state carried: same scores for any chunking."""
+
+    def __init__(self, model: MambaModel, quantiser: ValueQuantiser, smooth: int = 1,
+                 device: torch.device | str = "cpu"):
+        self.model, self.quantiser, self.device = model, quantiser, torch.device(device)
+        self.cache = model.allocate_cache(1, device=self.device)
+        self.last_logp = None  # (C, V) log-probabilities of the next step, from the last step pushed
+        self.window = deque(maxlen=smooth)
+        self.steps = 0
+
+    @torch.no_grad()
+    def push(self, values: np.ndarray, chunk: int = 8192) -> dict[str, np.ndarray]:
+        """values (T, C) raw with NaN where missing -> {"nll", "score", "out_of_range"} arrays of (T,)."""
+        if values.ndim != 2 or values.shape[1] != self.quantiser.n_channels:
+            raise AnomalyError(f"expected {self.quantiser.n_channels} value columns, got {values.shape[1:]}")
+        ids, out_of_range = self.quantiser.encode(values)
+        nll = np.empty(len(ids))
+        for start in range(0, len(ids), chunk):
+            nll[start:start + chunk] = self._nll(torch.from_numpy(ids[start:start + chunk]).to(self.device))
+        score = np.empty_like(nll)
+        for i, v in enumerate(nll):  # trailing mean: a deque so a stream needs O(smooth) memory
+            self.window.append(v)
+            score[i] = sum(self.window) / len(self.window)
+        self.steps += len(ids)
+        return {"nll": nll, "score": score, "out_of_range": out_of_range.any(axis=1)}
+
+    def _nll(self, ids: torch.Tensor) -> np.ndarray:
+        """ids (T, C) -> NLL (T,) of each step given everything pushed before it."""
+        with autocast_for(self.device):
+            logits = channel_logits(self.model, ids.unsqueeze(0), self.cache)[0]  # (T, C, V)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        prev = logp[:-1] if self.last_logp is None else torch.cat([self.last_logp[None], logp[:-1]])  # (T', C, V)
+        targets = ids[len(ids) - len(prev):]  # the steps that have a prediction
+        picked = -prev.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (T', C)
+        picked = picked.masked_fill(targets == ValueQuantiser.MISSING, 0.0).sum(-1)
+        self.last_logp = logp[-1]
+        head = np.zeros(len(ids) - len(prev))  # the very first step of the stream: no context
+        return np.concatenate([head, picked.double().cpu().numpy()])
+
+
+@dataclass
+class AnomalyModel:
+    model: MambaModel
+    quantiser: ValueQuantiser
+    settings: AnomalySettings
+    threshold: float
+    calibration: dict
+    device: torch.device
+
+    def scorer(self) -> StreamScorer:
+        return StreamScorer(self.model, self.quantiser, self.settings.smooth, self.device)
+
+
+def load_anomaly_run(path: str | Path, device: str = "auto") -> AnomalyModel:
+    dev = pick_device(device)
+    model, run_cfg = load_run(path, dev)
+    if run_cfg.task != "anomaly":
+        raise AnomalyError(f"{path}: a {run_cfg.task!r} run, not an anomaly model")
+    extra = run_cfg.extra
+    try:
+        settings = AnomalySettings(**extra["settings"])
+        quantiser = ValueQuantiser.from_dict(extra["quantiser"])
+        threshold = float(extra["threshold"])
+        calibration = dict(extra["calibration"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise AnomalyError(f"{path}: anomaly settings in config.json are incomplete or invalid ({err})") from None
+    if quantiser.n_channels != model.config.n_channels or quantiser.vocab_size != model.config.vocab_size:
+        raise AnomalyError(f"{path}: quantiser and model disagree on channels or bins")
+    return AnomalyModel(model.eval(), quantiser, settings, threshold, calibration, dev)
+
+
+def events_from_flags(flags: np.ndarray, score: np.ndarray, merge_gap: int = 0) -> list[tuple[int, int, float]]:
+    """Flagged runs as (start, end, peak score), rows [start, end), runs at most merge_gap apart merged."""
+    padded = np.concatenate([[False], flags.astype(bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    runs = [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+    merged: list[list[int]] = []
+    for a, b in runs:
+        if merged and a - merged[-1][1] <= merge_gap:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    return [(a, b, float(score[a:b].max())) for a, b in merged]
+
+
+def score_series(anomaly: AnomalyModel, series: Series) -> pl.DataFrame:
+    """One series -> per-step frame: row, [timestamp], value columns, nll, score, flagged, out_of_range, [label]."""
+    result = anomaly.scorer().push(series.values)
+    frame = {"row": np.arange(len(series))}
+    if series.timestamps is not None:
+        frame["timestamp"] = series.timestamps
+    frame.update({c: series.values[:, i] for i, c in enumerate(series.columns)})
+    frame.update(nll=result["nll"], score=result["score"], flagged=result["score"] > anomaly.threshold,
+                 out_of_range=result["out_of_range"])
+    if series.labels is not None:
+        frame["label"] = series.labels
+    return pl.DataFrame(frame)
+
+
+def score_files(model_path: str | Path, inputs: list[str | Path], out: str | Path, *, fmt: str = "parquet",
+                plot: bool = True, device: str = "auto", show_progress: bool = True) -> list[dict]:
+    """Score every input file; write `<stem>.scores.<fmt>`, `<stem>.events.csv`, `<stem>.png` under `out`."""
+    from mambaseq import metrics
+
+    if fmt not in ("parquet", "csv"):
+        raise AnomalyError(f"output format must be parquet or csv, got {fmt!r}")
+    anomaly = load_anomaly_run(model_path, device)
+    columns = anomaly.settings.columns
+    series = []
+    for path in inputs:  # read (and check) every input before writing anything
+        s = read_for(anomaly.settings, path, columns)
+        if s.columns != columns:
+            raise AnomalyError(f"{path}: columns differ from the training data")
+        series.append(s)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    for path, s in zip(inputs, series):
+        started = time.monotonic()
+        frame = score_series(anomaly, s)
+        stem = Path(path).stem
+        _write_frame(frame, out / f"{stem}.scores.{fmt}", fmt)
+        events = events_from_flags(frame["flagged"].to_numpy(), frame["score"].to_numpy(),
+                                   anomaly.settings.merge_gap)
+        _write_events(events, s, out / f"{stem}.events.csv")
+        summary = {"input": str(path), "steps": len(s), "events": len(events),
+                   "flagged_fraction": float(frame["flagged"].mean()), "seconds": time.monotonic() - started}
+        if s.labels is not None and 0 < s.labels.sum() < len(s):
+            score = frame["score"].to_numpy()
+            summary.update(auc_roc=metrics.auc_roc(s.labels, score), auc_pr=metrics.auc_pr(s.labels, score),
+                           vus_pr=metrics.vus_pr(s.labels, score),
+                           range_f1=metrics.range_f1(s.labels, frame["flagged"].to_numpy().astype(np.int64)))
+        if plot:
+            plot_scores(s, frame, anomaly.threshold, events, out / f"{stem}.png")
+        summaries.append(summary)
+        if show_progress:
+            print(f"{path}: {len(s)} steps, {len(events)} events"
+                  + (f", AUC-PR {summary['auc_pr']:.3f}, VUS-PR {summary['vus_pr']:.3f}" if "auc_pr" in summary else ""))
+    write_json_atomic(out / "summary.json", summaries)
+    return summaries
+
+
+def _write_frame(frame: pl.DataFrame, path: Path, fmt: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp) if fmt == "parquet" else frame.write_csv(tmp)
+    tmp.replace(path)
+
+
+def _write_events(events: list[tuple[int, int, float]], series: Series, path: Path) -> None:
+    stamps = series.timestamps
+    frame = pl.DataFrame({
+        "start_row": [a for a, _, _ in events], "end_row": [b for _, b, _ in events],
+        "start": [str(stamps[a]) if stamps is not None else "" for a, _, _ in events],
+        "end": [str(stamps[b - 1]) if stamps is not None else "" for _, b, _ in events],
+        "peak_score": [p for _, _, p in events]},
+        schema={"start_row": pl.Int64, "end_row": pl.Int64, "start": pl.String, "end": pl.String,
+                "peak_score": pl.Float64})
+    _write_frame(frame, path, "csv")
+
+
+# ---- plots ---------------------------------------------------------------------------------------------------
+
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_scores(series: Series, frame: pl.DataFrame, threshold: float, events, path: Path,
+                max_channels: int = 6) -> None:
+    """Series (top, up to max_channels), score with threshold (bottom); labels shaded, events marked red."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(series))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 5), sharex=True, height_ratios=(2, 1))
+    for i, name in enumerate(series.columns[:max_channels]):
+        top.plot(x, series.values[:, i], lw=0.6, label=name)
+    if len(series.columns) > max_channels:
+        top.set_title(f"first {max_channels} of {len(series.columns)} channels", fontsize=9)
+    bottom.plot(x, frame["score"].to_numpy(), lw=0.6, color="k", label="score")
+    bottom.axhline(threshold, color="tab:orange", lw=0.8, ls="--", label="threshold")
+    for ax in (top, bottom):
+        if series.labels is not None:
+            labelled = np.concatenate([[0], series.labels, [0]])
+            edges = np.flatnonzero(np.diff(labelled))
+            for a, b in zip(edges[::2], edges[1::2]):
+                ax.axvspan(a, b, color="tab:blue", alpha=0.15, lw=0)
+        for a, b, _ in events:
+            ax.axvspan(a, b, color="tab:red", alpha=0.25, lw=0)
+    top.legend(loc="upper left", fontsize=7, ncol=3)
+    bottom.legend(loc="upper left", fontsize=7)
+    bottom.set(xlabel="step (blue: labelled anomalies, red: flagged events)", ylabel="score")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _plot_loss(history: list[dict], path: Path) -> None:
+    if not history:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in history], [r["train_bits_per_value"] for r in history], lw=0.8)
+    ax.set(xlabel="step", ylabel="bits per value (mean over channels)", title="training loss")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+
+def score_stream(model_path: str | Path, source: str, *, follow: bool = False, idle_seconds: float = 0.0,
+                 device: str = "auto", sink=None) -> int:
+    """Score a CSV/TSV stream ('-' = stdin) row by row as it arrives; print `row,timestamp,nll,score,flagged,
+    out_of_range` lines (flushed per chunk) to `sink` (stdout). Returns the number of rows scored."""
+    import os
+    import sys
+
+    from mambaseq.io.series import stream_rows
+
+    anomaly = load_anomaly_run(model_path, device)
+    sink = sink or sys.stdout
+    fd = sys.stdin.fileno() if source == "-" else os.open(source, os.O_RDONLY)
+    scorer, row = anomaly.scorer(), 0
+    try:
+        chunks = stream_rows(fd, anomaly.settings.columns, anomaly.settings.timestamp, name=source, follow=follow,
+                             idle_seconds=idle_seconds)
+        sink.write("row,timestamp,nll,score,flagged,out_of_range\n")
+        for stamps, values in chunks:
+            result = scorer.push(values)
+            flagged = result["score"] > anomaly.threshold
+            sink.write("".join(
+                f"{row + i},{stamps[i]},{result['nll'][i]:.6g},{result['score'][i]:.6g},{int(flagged[i])},"
+                f"{int(result['out_of_range'][i])}\n" for i in range(len(values))))
+            sink.flush()
+            row += len(values)
+    finally:
+        if source != "-":
+            os.close(fd)
+    return row
