@@ -226,6 +226,128 @@ def embed(
                f"({summary['sequences']:,} sequences) written to {out}")
 
 
+anomaly_app = typer.Typer(no_args_is_help=True, help="Time-series anomaly detection: fit on normal data, score.")
+app.add_typer(anomaly_app, name="anomaly")
+
+
+def _column_list(columns: Optional[str]) -> Optional[list[str]]:
+    return [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+
+
+@anomaly_app.command("fit")
+def anomaly_fit(
+    train: list[Path] = typer.Argument(..., help="CSV/TSV/Parquet files of normal behaviour (same columns)"),
+    out: Path = typer.Option(..., help="run folder to write"),
+    columns: Optional[str] = typer.Option(None, help="value columns, comma-separated (default: every numeric "
+                                          "column but the timestamp and label)"),
+    timestamp: str = typer.Option("auto", help="timestamp column ('auto': timestamp/time/datetime/date if "
+                                  "present; 'none': no timestamp)"),
+    label: str = typer.Option("auto", help="label column left out of the values ('auto': label/is_anomaly/"
+                              "anomaly if present; 'none')"),
+    order: str = typer.Option("error", help="timestamps that go back or repeat: error, keep (row order), sort"),
+    fit_fraction: float = typer.Option(1.0, help="use only this leading fraction of each file (NAB: 0.15)"),
+    calibration_fraction: float = typer.Option(0.15, help="trailing part of the training data held out to "
+                                               "set the threshold"),
+    threshold_quantile: float = typer.Option(0.995, help="threshold = this quantile of held-out scores"),
+    smooth: int = typer.Option(1, help="score = mean NLL over this many trailing steps"),
+    merge_gap: int = typer.Option(0, help="flagged runs at most this many steps apart form one event"),
+    n_bins: int = typer.Option(64, help="value bins per channel"),
+    seq_len: int = typer.Option(256, help="training window length (cut to the shortest training part)"),
+    batch_size: int = typer.Option(16),
+    steps: int = typer.Option(300, help="optimizer steps"),
+    minutes: float = typer.Option(0.0, help="stop after this many minutes (0: no limit)"),
+    d_model: int = typer.Option(64),
+    n_layer: int = typer.Option(2),
+    lr: float = typer.Option(3e-3),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+) -> None:
+    """Fit a next-value Mamba LM on normal data; the threshold comes from held-out training data.
+
+    Example: mambaseq anomaly fit data/machine-1_train.parquet --timestamp t --out runs/ts
+    """
+    from mambaseq.config import ModelConfig, TrainConfig
+    from mambaseq.pipelines.anomaly import AnomalySettings, fit
+
+    none = lambda v: None if v.lower() == "none" else v  # noqa: E731
+    settings = AnomalySettings(n_bins=n_bins, fit_fraction=fit_fraction, calibration_fraction=calibration_fraction,
+                               threshold_quantile=threshold_quantile, smooth=smooth, merge_gap=merge_gap,
+                               columns=_column_list(columns), timestamp=none(timestamp), label=none(label),
+                               order=order)
+    train_cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size, steps=steps, max_minutes=minutes, lr=lr,
+                            warmup_steps=max(1, steps // 10), seed=seed)
+    summary = fit(train, out, settings=settings, model_cfg=ModelConfig(d_model=d_model, n_layer=n_layer),
+                  train_cfg=train_cfg, device=device)
+    typer.echo(f"fitted on {len(summary['columns'])} channel(s), {summary['steps']} steps "
+               f"({summary['elapsed_s']:.0f} s); threshold {summary['threshold']:.4f}; run folder: {out}")
+
+
+@anomaly_app.command("score")
+def anomaly_score(
+    model: Path = typer.Option(..., help="anomaly run folder (from `mambaseq anomaly fit`)"),
+    inputs: Optional[list[Path]] = typer.Argument(None, help="CSV/TSV/Parquet files to score"),
+    out: Optional[Path] = typer.Option(None, help="folder for scores, events and plots (file mode)"),
+    stream: Optional[str] = typer.Option(None, help="score rows as they arrive from this CSV/TSV file, or '-' "
+                                         "for stdin; one CSV line per row on stdout"),
+    follow: bool = typer.Option(False, help="with --stream FILE: keep waiting for new rows at end of file"),
+    idle_seconds: float = typer.Option(0.0, help="with --follow: stop after this long without new rows "
+                                       "(0: never)"),
+    fmt: str = typer.Option("parquet", "--format", help="per-step scores as parquet or csv"),
+    plot: bool = typer.Option(True, help="write a PNG per input"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Per-step anomaly scores (NLL of each next value), flagged events and plots; or a live stream.
+
+    Example: mambaseq anomaly score --model runs/ts test/*.parquet --out scores/
+    Example: tail -f metrics.csv | mambaseq anomaly score --model runs/ts --stream -
+    """
+    from mambaseq.pipelines.anomaly import AnomalyError, score_files, score_stream
+
+    if stream is not None:
+        if inputs or out:
+            raise AnomalyError("--stream reads one stream and writes to stdout: give no input files or --out")
+        score_stream(model, stream, follow=follow, idle_seconds=idle_seconds, device=device)
+        return
+    if not inputs or out is None:
+        raise AnomalyError("give input files and --out (or --stream)")
+    score_files(model, inputs, out, fmt=fmt, plot=plot, device=device)
+    typer.echo(f"scores, events and plots written to {out}")
+
+
+@app.command()
+def predict(
+    inputs: list[str] = typer.Argument(..., help="input files, folders (searched recursively) or globs: FASTA "
+                                       "(.fa/.fasta/.fna[.gz]), CSV/TSV or Parquet with a sequence column"),
+    model: Path = typer.Option(..., help="run folder (lm or promoter)"),
+    out: Path = typer.Option(..., help="output folder: one Parquet per input and manifest.json"),
+    force: bool = typer.Option(False, help="redo inputs already done"),
+    per_position: bool = typer.Option(False, help="lm runs: also the log-probability of every base"),
+    batch_size: int = typer.Option(32, help="records per forward pass, at most"),
+    max_tokens: int = typer.Option(131072, help="padded tokens per forward pass, at most; longer LM records "
+                                   "are streamed in chunks of this size"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ... (torchrun: one GPU per rank)"),
+    quiet: bool = typer.Option(False, help="no progress bar (also off when stderr is not a terminal)"),
+) -> None:
+    """Predict every record of many files with a trained run: resumable, one Parquet per input file.
+
+    lm runs: log-likelihood and bits/base per record; promoter runs: P(promoter) and the call. A rerun skips
+    inputs already done (same sha256); a bad file is reported and recorded as failed (exit status 1) while the
+    others complete. torchrun --nproc-per-node K -m mambaseq predict ... shares the files among K ranks.
+
+    Example: mambaseq predict --model runs/prom inputs/*.fa.gz tables/ --out preds/
+    """
+    from mambaseq.pipelines.predict import predict as run_predict
+
+    summary = run_predict(model, inputs, out, force=force, per_position=per_position, batch_size=batch_size,
+                          max_tokens=max_tokens, device=device, show_progress=not quiet and sys.stderr.isatty())
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"{summary['done']} done, {summary['skipped']} skipped (already done), {summary['failed']} "
+                   f"failed of {summary['files']} files; {summary['records']:,} records, {summary['bases']:,} "
+                   f"bases in {summary['seconds']:.1f} s; manifest: {summary['manifest']}")
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),

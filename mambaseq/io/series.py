@@ -165,7 +165,14 @@ def _timestamps(col: pl.Series, path: Path) -> np.ndarray:
     if col.null_count():
         raise SeriesError(f"{path}: timestamp column {col.name!r} has {col.null_count()} empty entries")
     if col.dtype == pl.String:
-        parsed = col.str.to_datetime(strict=False)
+        numbers = col.str.strip_chars().cast(pl.Float64, strict=False)
+        if not numbers.null_count():  # a numeric time axis (row index, epoch seconds) written as text
+            return numbers.to_numpy()
+        try:
+            parsed = col.str.to_datetime(strict=False)
+        except pl.exceptions.PolarsError:
+            raise SeriesError(f"{path}: timestamp column {col.name!r} is neither numbers nor dates/times "
+                              f"(first entry {col[0]!r})") from None
         if parsed.null_count():
             row = int(parsed.is_null().arg_true()[0])
             raise SeriesError(f"{path}: timestamp {col[row]!r} (row {row + 1}) is not a date/time")

@@ -1,0 +1,354 @@
+"""Time-series anomaly detection on real data: reader policies, quantiser, fit -> score end to end (bundled ASD
+omi-1, NAB, SMD), stream == batch scoring, events, baselines, and a one-line error for every bad input."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from mambaseq.config import ModelConfig, TrainConfig
+from mambaseq.io.series import SeriesError, read_nab, read_series, read_train_test, stream_rows
+from mambaseq.pipelines.anomaly import (AnomalySettings, StreamScorer, events_from_flags, fit, load_anomaly_run,
+                                        score_files, score_stream)
+from mambaseq.pipelines.anomaly_baselines import BASELINES, fill_forward
+from mambaseq.metrics import auc_roc
+from mambaseq.tokenizers import ValueQuantiser
+
+from conftest import BUNDLED_DATA, REPO, run_main
+
+ASD = BUNDLED_DATA / "anomaly"
+TINY = ModelConfig(d_model=16, n_layer=1, d_state=4)
+QUICK = TrainConfig(seq_len=128, batch_size=8, steps=40, lr=1e-2, warmup_steps=4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def asd_run(tmp_path_factory):
+    """Fitted once on the bundled real ASD omi-1 training file; scored on its labelled test file."""
+    root = tmp_path_factory.mktemp("asd")
+    summary = fit([ASD / "omi-1_train.parquet"], root / "run", settings=AnomalySettings(timestamp="t", smooth=3),
+                  model_cfg=TINY, train_cfg=QUICK, device="cpu", show_progress=False)
+    scored = score_files(root / "run", [ASD / "omi-1_test.parquet"], root / "scores", device="cpu",
+                         show_progress=False)
+    return root, summary, scored[0]
+
+
+def write_csv(path, text):
+    path.write_text(text)
+    return path
+
+
+# ---- quantiser -----------------------------------------------------------------------------------------------
+
+def test_quantiser_constant_missing_and_out_of_range():
+    train = np.column_stack([np.full(100, 5.0), np.linspace(0, 1, 100)])
+    q = ValueQuantiser.fit(train, n_bins=16)
+    assert np.all(np.isfinite(q.scale)) and np.all(q.scale > 0)  # constant channel: no division by zero
+    ids, flagged = q.encode(train)
+    assert len(np.unique(ids[:, 0])) == 1 and not flagged.any()
+    ids, flagged = q.encode(np.array([[np.nan, 0.5], [5.0, 100.0], [5.0, -100.0]]))
+    assert ids[0, 0] == ValueQuantiser.MISSING
+    assert ids[1, 1] == q.above and ids[2, 1] == ValueQuantiser.BELOW
+    assert flagged[1, 1] and flagged[2, 1] and not flagged[0, 1]
+    assert ids.min() >= 0 and ids.max() < q.vocab_size
+    assert ValueQuantiser.from_dict(json.loads(json.dumps(q.to_dict()))).to_dict() == q.to_dict()
+
+
+def test_quantiser_bins_are_ordered_and_use_the_range():
+    values = np.linspace(-3, 3, 1000)[:, None]
+    q = ValueQuantiser.fit(values, n_bins=32)
+    ids, flagged = q.encode(values)
+    assert np.all(np.diff(ids[:, 0]) >= 0) and not flagged.any()
+    assert len(np.unique(ids)) >= 25  # the 0.1-99.9% range spread over the bins
+
+
+# ---- reader --------------------------------------------------------------------------------------------------
+
+def test_reader_columns_labels_missing_values(tmp_path):
+    path = write_csv(tmp_path / "s.csv", "timestamp,a,b,note,label\n"
+                     "2024-01-01 00:00:00,1.5,2,x,0\n2024-01-01 00:05:00,,3,y,1\n2024-01-01 00:10:00,NA,4,z,0\n")
+    s = read_series(path)
+    assert s.columns == ["a", "b"] and s.values.shape == (3, 2)  # the text column is not a value column
+    assert np.isnan(s.values[1:, 0]).all() and s.values[0, 0] == 1.5
+    assert s.labels.tolist() == [0, 1, 0] and s.timestamps.dtype.kind == "M"
+    assert read_series(path, columns=["b"]).columns == ["b"]
+    tsv = write_csv(tmp_path / "s.tsv", "a\tb\n1\t2\n3\t4\n")
+    assert read_series(tsv).values.tolist() == [[1, 2], [3, 4]]
+
+
+def test_reader_timestamp_order_policies(tmp_path):
+    path = write_csv(tmp_path / "s.csv", "timestamp,v\n2024-01-01 00:10:00,1\n2024-01-01 00:00:00,2\n"
+                     "2024-01-01 00:20:00,3\n")
+    with pytest.raises(SeriesError, match=r"row 2\) goes back"):
+        read_series(path)
+    assert read_series(path, order="keep").values[:, 0].tolist() == [1, 2, 3]
+    assert read_series(path, order="sort").values[:, 0].tolist() == [2, 1, 3]
+    dup = write_csv(tmp_path / "d.csv", "timestamp,v\n2024-01-01,1\n2024-01-01,2\n")
+    with pytest.raises(SeriesError, match="repeats"):
+        read_series(dup)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty file"),
+    ("timestamp,v\n", "no rows"),
+    ("name,kind\nx,y\nz,w\n", "no numeric value columns"),
+    ("v,w\n1,\n2,\n", "column 'w' has no values"),
+    ("v\n1\n2\nthree\n", "mixes numbers and text"),
+    ("timestamp,v\n2024-01-01,1\nyesterday,2\n", "is not a date/time"),
+    ("v,label\n1,0\n2,7\n", "must hold only 0 and 1"),
+])
+def test_reader_bad_files(tmp_path, text, message):
+    with pytest.raises(SeriesError, match=message):
+        read_series(write_csv(tmp_path / "bad.csv", text))
+
+
+def test_reader_missing_file_and_column(tmp_path):
+    with pytest.raises(SeriesError, match="no such file"):
+        read_series(tmp_path / "absent.csv")
+    path = write_csv(tmp_path / "s.csv", "v\n1\n")
+    with pytest.raises(SeriesError, match="no column 'w'"):
+        read_series(path, columns=["w"])
+    with pytest.raises(SeriesError, match="unknown time-series format"):
+        read_series(tmp_path / "s.xlsx")
+
+
+def test_reader_benchmark_layouts(shared_data):
+    train, test = read_train_test(shared_data / "smd", "machine-2-1")
+    assert train.values.shape[1] == 38 and test.labels.sum() > 0 and train.labels is None
+    corpus = read_nab(shared_data / "nab")
+    assert len(corpus) == 58
+    name, series, windows = next(c for c in corpus if c[0] == "realKnownCause/nyc_taxi.csv")
+    assert len(windows) == 5 and 0 < series.labels.sum() < len(series)
+    # NAB keeps file order where timestamps repeat; the default policy would refuse that file
+    with pytest.raises(SeriesError, match="repeats"):
+        read_series(shared_data / "nab" / "data" / "realAdExchange" / "exchange-2_cpc_results.csv")
+
+
+# ---- fit and score -------------------------------------------------------------------------------------------
+
+def test_fit_and_score_bundled_asd(asd_run):
+    root, summary, scored = asd_run
+    run = load_anomaly_run(root / "run", device="cpu")
+    assert run.model.config.n_channels == 19 and run.quantiser.vocab_size == run.model.config.vocab_size
+    history = [json.loads(line) for line in (root / "run" / "train.jsonl").read_text().splitlines()]
+    assert history[-1]["train_bits_per_value"] < history[0]["train_bits_per_value"] - 1  # it learns
+    frame = pl.read_parquet(root / "scores" / "omi-1_test.scores.parquet")
+    assert frame.height == 4320 and frame["score"].is_finite().all()
+    assert (frame["flagged"] == (frame["score"] > run.threshold)).all()
+    assert 0 <= scored["vus_pr"] <= 1 and 0 <= scored["auc_roc"] <= 1 and 0 <= scored["range_f1"] <= 1
+    events = pl.read_csv(root / "scores" / "omi-1_test.events.csv")
+    assert events.height == scored["events"] and (events["end_row"] > events["start_row"]).all()
+    assert (root / "scores" / "omi-1_test.png").stat().st_size > 10_000
+    assert (root / "run" / "loss.png").is_file()
+
+
+def test_injected_anomaly_stands_out(asd_run):
+    """Real omi-1 test rows with 30 steps of one metric jammed at 3x its training maximum: those steps score
+    far above the rest."""
+    root, _, _ = asd_run
+    run = load_anomaly_run(root / "run", device="cpu")
+    test = read_series(ASD / "omi-1_test.parquet", timestamp="t")
+    normal = np.flatnonzero(test.labels == 0)[:1500]
+    values = test.values[normal].copy()
+    train_max = read_series(ASD / "omi-1_train.parquet", timestamp="t").values.max(axis=0)
+    values[1000:1030, 2] = 3 * train_max[2] + 0.1
+    labels = np.zeros(len(values), np.int8)
+    labels[1000:1030] = 1
+    result = run.scorer().push(values)
+    assert auc_roc(labels, result["score"]) > 0.95
+    assert result["out_of_range"][1000:1030].all()
+
+
+def test_threshold_flags_about_the_quantile_on_training_data(asd_run):
+    root, _, _ = asd_run
+    run = load_anomaly_run(root / "run", device="cpu")
+    train = read_series(ASD / "omi-1_train.parquet", timestamp="t")
+    score = run.scorer().push(train.values)["score"]
+    held_out = score[int(round(len(score) * 0.85)):]
+    assert np.mean(held_out > run.threshold) <= 0.01  # quantile 0.995 of exactly these scores
+
+
+def test_stream_chunks_equal_one_pass(asd_run):
+    root, _, _ = asd_run
+    run = load_anomaly_run(root / "run", device="cpu")
+    values = read_series(ASD / "omi-1_test.parquet", timestamp="t").values[:700]
+    values[5:9, 3] = np.nan  # missing values stream the same way
+    whole = run.scorer().push(values)
+    scorer, parts, rng, at = run.scorer(), [], np.random.default_rng(0), 0
+    while at < len(values):
+        size = int(rng.integers(1, 60))
+        parts.append(scorer.push(values[at:at + size]))
+        at += size
+    for key in ("nll", "score"):
+        np.testing.assert_allclose(np.concatenate([p[key] for p in parts]), whole[key], rtol=1e-4, atol=1e-4)
+
+
+def test_cli_stream_matches_file_scores(asd_run, tmp_path, monkeypatch, capsys):
+    root, _, _ = asd_run
+    csv = tmp_path / "test.csv"
+    pl.read_parquet(ASD / "omi-1_test.parquet").head(400).write_csv(csv)
+    code, out, err = run_main(monkeypatch, capsys, "anomaly", "score", "--model", root / "run", "--stream", csv,
+                              "--device", "cpu")
+    assert code in (0, None), err
+    streamed = pl.read_csv(out.encode())
+    batch = score_files(root / "run", [csv], tmp_path / "batch", plot=False, device="cpu", show_progress=False)
+    frame = pl.read_parquet(tmp_path / "batch" / "test.scores.parquet")
+    assert streamed.height == 400 == batch[0]["steps"]
+    np.testing.assert_allclose(streamed["score"].to_numpy(), frame["score"].to_numpy(), rtol=1e-4, atol=1e-4)
+    assert streamed["row"].to_list() == list(range(400))
+
+
+def test_stream_follows_a_growing_file(asd_run, tmp_path):
+    root, _, _ = asd_run
+    rows = pl.read_parquet(ASD / "omi-1_test.parquet").head(120)
+    path = tmp_path / "live.csv"
+    lines = rows.write_csv().splitlines(keepends=True)
+    path.write_text("".join(lines[:50]))
+
+    def append():  # the rest arrives later, in pieces, one split mid-line
+        time.sleep(0.4)
+        rest = "".join(lines[50:])
+        with open(path, "a") as f:
+            f.write(rest[:1000])
+            f.flush()
+            time.sleep(0.4)
+            f.write(rest[1000:])
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    import io
+    sink = io.StringIO()
+    n = score_stream(root / "run", str(path), follow=True, idle_seconds=1.5, device="cpu", sink=sink)
+    writer.join()
+    assert n == 120 and len(sink.getvalue().splitlines()) == 121
+
+
+def test_stream_reader_errors(tmp_path):
+    path = write_csv(tmp_path / "s.csv", "a,b\n1,2\n3,x\n")
+    fd = os.open(path, os.O_RDONLY)
+    with pytest.raises(SeriesError, match="'x' is not a number"):
+        list(stream_rows(fd, ["a", "b"], None, name="s.csv"))
+    os.close(fd)
+    fd = os.open(path, os.O_RDONLY)
+    with pytest.raises(SeriesError, match="no column 'c'"):
+        list(stream_rows(fd, ["c"], None, name="s.csv"))
+    os.close(fd)
+
+
+def test_streaming_over_stdin_in_a_subprocess(asd_run, tmp_path):
+    root, _, _ = asd_run
+    text = pl.read_parquet(ASD / "omi-1_test.parquet").head(30).write_csv()
+    proc = subprocess.run([sys.executable, "-m", "mambaseq", "anomaly", "score", "--model", str(root / "run"),
+                           "--stream", "-", "--device", "cpu"], input=text, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 31
+
+
+def test_constant_series_is_defined(tmp_path):
+    """A constant training series: no division by zero, finite scores, a change stands out."""
+    path = write_csv(tmp_path / "flat.csv", "v\n" + "3.0\n" * 400)
+    fit([path], tmp_path / "run", model_cfg=TINY, train_cfg=TrainConfig(seq_len=64, batch_size=4, steps=20,
+        lr=1e-2, warmup_steps=2), device="cpu", show_progress=False)
+    run = load_anomaly_run(tmp_path / "run", device="cpu")
+    result = run.scorer().push(np.r_[np.full(50, 3.0), [9.0], np.full(10, 3.0)][:, None])
+    assert np.isfinite(result["score"]).all()
+    assert set(np.argsort(result["score"])[-2:].tolist()) == {50, 51}  # the jump away and the jump back
+
+
+def test_fit_on_nab_probationary_part(tmp_path):
+    """NAB style: fit on the first 15% of the bundled nyc_taxi file, score the whole file."""
+    settings = AnomalySettings(fit_fraction=0.15, smooth=5)
+    summary = fit([ASD / "nyc_taxi.csv"], tmp_path / "run", settings=settings, model_cfg=TINY,
+                  train_cfg=QUICK, device="cpu", show_progress=False)
+    assert summary["seq_len"] == 128
+    scored = score_files(tmp_path / "run", [ASD / "nyc_taxi.csv"], tmp_path / "out", plot=False, device="cpu",
+                         show_progress=False)
+    frame = pl.read_parquet(tmp_path / "out" / "nyc_taxi.scores.parquet")
+    assert frame.height == 10320 and frame["timestamp"].dtype.is_temporal()
+    assert scored[0]["steps"] == 10320
+
+
+def test_fit_and_score_real_smd(shared_data, tmp_path):
+    smd = shared_data / "smd"
+    settings = AnomalySettings(timestamp="t", smooth=5)
+    fit([smd / "machine-2-1_train.parquet"], tmp_path / "run", settings=settings, model_cfg=TINY, train_cfg=QUICK,
+        device="cpu", show_progress=False)
+    scored = score_files(tmp_path / "run", [smd / "machine-2-1_test.parquet"], tmp_path / "out", plot=False,
+                         device="cpu", show_progress=False)
+    assert scored[0]["steps"] == 23694 and 0 <= scored[0]["vus_pr"] <= 1 and 0 <= scored[0]["auc_roc"] <= 1
+
+
+def test_events_merge_gaps():
+    flags = np.array([0, 1, 1, 0, 0, 1, 0, 1, 0, 0, 0, 1], bool)
+    score = np.arange(12, dtype=float)
+    assert events_from_flags(flags, score) == [(1, 3, 2.0), (5, 6, 5.0), (7, 8, 7.0), (11, 12, 11.0)]
+    assert events_from_flags(flags, score, merge_gap=2) == [(1, 8, 7.0), (11, 12, 11.0)]
+    assert events_from_flags(np.zeros(5, bool), score[:5]) == []
+
+
+# ---- baselines -----------------------------------------------------------------------------------------------
+
+def test_fill_forward():
+    x = np.array([[np.nan, 1.0], [2.0, np.nan], [np.nan, np.nan], [4.0, 5.0]])
+    assert fill_forward(x).tolist() == [[2.0, 1.0], [2.0, 1.0], [2.0, 1.0], [4.0, 5.0]]
+
+
+def test_baselines_on_real_asd():
+    train = read_series(ASD / "omi-1_train.parquet", timestamp="t").values
+    test = read_series(ASD / "omi-1_test.parquet", timestamp="t")
+    aucs = {name: auc_roc(test.labels, cls().fit(train).score(test.values)) for name, cls in BASELINES.items()}
+    assert abs(aucs["random"] - 0.5) < 0.05
+    assert all(0 <= a <= 1 for a in aucs.values())
+    # injected faults: one metric jammed far above its training range (PCA's reconstruction misses it), and
+    # every metric at once (IsolationForest cannot extrapolate along one axis: a lone out-of-range feature
+    # lands in the same leaf as the largest training values)
+    labels = np.zeros(1500, np.int8)
+    labels[700:730] = 1
+    one, every = test.values[:1500].copy(), test.values[:1500].copy()
+    one[700:730, 4] = 5 * np.nanmax(train[:, 4]) + 1
+    every[700:730] = 5 * np.nanmax(train, axis=0) + 1
+    assert auc_roc(labels, BASELINES["pca"]().fit(train).score(one)) > 0.95
+    assert auc_roc(labels, BASELINES["isolation_forest"]().fit(train).score(every)) > 0.95
+
+
+# ---- bad input through the command line ----------------------------------------------------------------------
+
+def test_cli_fit_and_score_bad_input(asd_run, tmp_path, monkeypatch, capsys):
+    root, _, _ = asd_run
+    cases = [
+        (["fit", tmp_path / "absent.csv", "--out", tmp_path / "r"], "no such file"),
+        (["fit", write_csv(tmp_path / "e.csv", ""), "--out", tmp_path / "r"], "empty file"),
+        (["fit", write_csv(tmp_path / "t.csv", "a,b\nx,y\n"), "--out", tmp_path / "r"], "no numeric value columns"),
+        (["fit", ASD / "omi-1_train.parquet", "--columns", "f00,zz", "--out", tmp_path / "r"], "no column 'zz'"),
+        (["fit", write_csv(tmp_path / "n.csv", "v,w\n1,\n2,\n"), "--out", tmp_path / "r"], "has no values"),
+        (["fit", write_csv(tmp_path / "m.csv", "v\n1\nx\n"), "--out", tmp_path / "r"], "mixes numbers and text"),
+        (["fit", write_csv(tmp_path / "u.csv", "timestamp,v\n2024-01-02,1\n2024-01-01,2\n"), "--out",
+          tmp_path / "r"], "goes back"),
+        (["fit", write_csv(tmp_path / "short.csv", "v\n1\n2\n3\n"), "--out", tmp_path / "r"], "too few"),
+        (["score", "--model", root / "run", write_csv(tmp_path / "other.csv", "t,x,y\n0,1,2\n"), "--out",
+          tmp_path / "o"], "no column 'f00'"),
+        (["score", "--model", tmp_path / "nowhere", ASD / "omi-1_test.parquet", "--out", tmp_path / "o"],
+         "not found"),
+        (["score", "--model", root / "run"], "give input files and --out"),
+    ]
+    for args, message in cases:
+        code, _, err = run_main(monkeypatch, capsys, "anomaly", *args, "--device", "cpu")
+        assert code == 2 and message in err and err.startswith("error: ") and len(err.splitlines()) == 1, (args, err)
+    assert not (tmp_path / "o").exists()  # nothing half-written when an input is refused
+
+
+def test_score_refuses_a_run_of_another_task(tmp_path, monkeypatch, capsys):
+    from mambaseq.checkpoint import save_run
+    from mambaseq.config import RunConfig
+    from mambaseq.model import MambaModel
+
+    save_run(tmp_path / "lm", MambaModel(TINY), RunConfig(task="lm", model=TINY))
+    code, _, err = run_main(monkeypatch, capsys, "anomaly", "score", "--model", tmp_path / "lm",
+                            ASD / "omi-1_test.parquet", "--out", tmp_path / "o", "--device", "cpu")
+    assert code == 2 and "not an anomaly model" in err
