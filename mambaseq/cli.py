@@ -114,12 +114,18 @@ app.add_typer(finetune_app, name="finetune")
 
 @finetune_app.command("promoter")
 def finetune_promoter(
-    train: Path = typer.Option(..., help="training sequences: CSV/TSV/Parquet with sequence,label, or FASTA"),
+    train: Path = typer.Option(..., help="training sequences: CSV/TSV/Parquet with sequence,label, FASTA, or "
+                               "BED with --genome (label: column 7, else the name column)"),
     out: Path = typer.Option(..., help="run folder to write"),
     dev: Optional[Path] = typer.Option(None, help="dev set (picks the threshold and the best step); "
                                        "default: --split-fraction of the training rows"),
     test: Optional[Path] = typer.Option(None, help="test set; default: --split-fraction of the training rows"),
-    labels: Optional[Path] = typer.Option(None, help="name,label table for FASTA inputs"),
+    labels: Optional[Path] = typer.Option(None, help="name,label table for FASTA (or named BED) inputs"),
+    genome: Optional[Path] = typer.Option(None, help="FASTA that BED inputs are cut from ('-' strand: reverse "
+                                          "complement)"),
+    classes: Optional[str] = typer.Option(None, help="declare the classes: names in index order "
+                                          "('TATA,nonTATA,none') or a count ('3'); labels are names or indices. "
+                                          "Default: 0 = non-promoter, 1 = promoter"),
     init: Optional[Path] = typer.Option(None, help="start from this run's backbone (e.g. a pretrain run)"),
     bidirectional: bool = typer.Option(False, help="forward and reverse scan in every layer (Caduceus-style)"),
     rc_average: bool = typer.Option(True, help="average P(promoter) over both strands at inference"),
@@ -136,12 +142,13 @@ def finetune_promoter(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
 ) -> None:
-    """Train a promoter / non-promoter classifier; threshold = max MCC on dev; metrics on dev and test.
+    """Train a promoter / non-promoter classifier (or K declared classes); threshold = max MCC on dev (K > 2:
+    argmax); metrics on dev and test.
 
     Example: mambaseq finetune promoter --train train.csv --dev dev.csv --test test.csv --init runs/hg38 --out runs/prom
     """
     from mambaseq.config import ModelConfig, TrainConfig
-    from mambaseq.pipelines.promoter import finetune
+    from mambaseq.pipelines.promoter import finetune, parse_classes
 
     model_cfg = None
     if init is None or d_model is not None or n_layer is not None:
@@ -151,10 +158,12 @@ def finetune_promoter(
     train_cfg = TrainConfig(batch_size=batch_size, steps=steps, max_minutes=minutes, lr=lr, warmup_steps=warmup_steps,
                             eval_every=eval_every, valid_fraction=split_fraction, seed=seed)
     metrics = finetune(train, out, train_cfg, model_cfg=model_cfg, dev=dev, test=test, labels=labels, init=init,
-                       bidirectional=bidirectional, rc_average=rc_average, device=device)
+                       bidirectional=bidirectional, rc_average=rc_average, genome=genome,
+                       classes=None if classes is None else parse_classes(classes), device=device)
     for part in ("dev", "test"):
         typer.echo(_metrics_line(part, metrics[part]))
-    typer.echo(f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']}); run folder: {out}")
+    threshold = "no threshold" if metrics["threshold"] is None else f"threshold {metrics['threshold']:.4f}"
+    typer.echo(f"{threshold} ({metrics['threshold_rule']}); run folder: {out}")
 
 
 def _init_model_config(init: Path):
@@ -250,6 +259,8 @@ def anomaly_fit(
                                                "set the threshold"),
     threshold_quantile: float = typer.Option(0.995, help="threshold = this quantile of held-out scores"),
     smooth: int = typer.Option(1, help="score = mean NLL over this many trailing steps"),
+    adaptive_window: int = typer.Option(0, help="> 0: score = z-score of that mean against the NLLs of this "
+                                        "many steps before it (drifting streams with no training file)"),
     merge_gap: int = typer.Option(0, help="flagged runs at most this many steps apart form one event"),
     n_bins: int = typer.Option(64, help="value bins per channel"),
     seq_len: int = typer.Option(256, help="training window length (cut to the shortest training part)"),
@@ -272,6 +283,7 @@ def anomaly_fit(
     none = lambda v: None if v.lower() == "none" else v  # noqa: E731
     settings = AnomalySettings(n_bins=n_bins, fit_fraction=fit_fraction, calibration_fraction=calibration_fraction,
                                threshold_quantile=threshold_quantile, smooth=smooth, merge_gap=merge_gap,
+                               adaptive_window=adaptive_window,
                                columns=_column_list(columns), timestamp=none(timestamp), label=none(label),
                                order=order)
     train_cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size, steps=steps, max_minutes=minutes, lr=lr,

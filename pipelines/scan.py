@@ -1,5 +1,7 @@
 """Genome-wide promoter scan: slide a promoter classifier over a FASTA, write a bedGraph track and a BED of calls.
 
+The run must be a two-class (promoter / non-promoter) classifier: a run with K > 2 declared classes is refused.
+
 Windows: `window` bases (default: the longest training sequence of the run, `train.seq_len`) starting every
 `stride` bases from each contig's start: window k covers [k*stride, k*stride + window), the last window ends at
 or before the contig's end. Each window is scored on both strands: p+ = P(promoter | window as read on the
@@ -107,6 +109,9 @@ def scan(model_path: str | Path, genome_path: str | Path, out: str | Path, *, be
     bed = Path(bed) if bed is not None else out.with_suffix(".bed")
     dev = pick_device(device)
     model, cfg = load_promoter_run(model_path, dev)
+    if cfg.model.n_classes != 2:  # the track and the calls are one probability and one threshold
+        raise ScanError(f"{model_path}: a {cfg.model.n_classes}-class run ({', '.join(cfg.extra.get('classes', []))}); "
+                        "scan needs a two-class (promoter / non-promoter) run")
     window = window or cfg.train.seq_len
     stride = stride or max(1, window // 2)
     threshold = cfg.extra["threshold"] if threshold is None else threshold

@@ -1,10 +1,19 @@
-"""Sequence sets: DNA sequences (with optional 0/1 labels) from CSV/TSV/Parquet tables or FASTA, as padded ids.
+"""Sequence sets: DNA sequences (with optional class labels) from tables, FASTA or BED + genome, as padded ids.
 
 Tables (read with polars) need a `sequence` column; a `label` column when labels are required (the GUE layout
 `sequence,label`); an optional `name` (or `id`) column names the rows in outputs. FASTA records are named by
 the first word of their header; their labels come from a separate table with `name,label` columns.
-Every problem is a one-line `SequenceError` naming the file and the row: missing columns, labels outside {0,1},
-empty sequences, characters outside A C G T N and the IUPAC codes.
+BED files (.bed, .bed.gz; 0-based half-open, tab- or space-separated, '#'/track/browser lines skipped) are read
+from a genome FASTA: `chrom start end [name [score [strand [label]]]]`, every line with the same number of
+columns. The label is column 7 when there is one, else the name (column 4: `chr2 100 400 1` is a labelled
+BED4); with a labels table, labels are looked up by name instead. Strand '-' rows are reverse-complemented
+('+' or '.' read as is), so a row is the sequence as transcribed. Rows are named by column 4 when it is a
+name, else `chrom:start-end(strand)`.
+Labels: 0 or 1 by default (0 = non-promoter, 1 = promoter). With declared `classes` (names, in index order),
+a label is a class name or its 0-based index, so `2` and `enhancer` can both mean class 2.
+Every problem is a one-line `SequenceError` naming the file and the row: missing columns, labels outside {0,1}
+(or the declared classes), empty sequences, characters outside A C G T N and the IUPAC codes, BED intervals
+that are malformed or do not lie within the genome.
 
 Encoding is one vectorised pass over all sequences joined together (the tokenizer's 256-entry lookup table,
 indexed by a numpy byte array), then one scatter into a right-padded matrix: no Python loop per character.
@@ -12,7 +21,9 @@ indexed by a numpy byte array), then one scatter into a right-padded matrix: no 
 Glossary
   n       number of sequences (rows or records).
   L       the longest sequence's length; shorter rows are right-padded with PAD_ID.
-  row     1-based data row of a table (the header does not count), or a FASTA record.
+  row     1-based data row of a table (the header does not count), a FASTA record, or a BED line (1-based,
+          comment lines counted).
+  K       number of classes (2 unless declared).
 """
 from __future__ import annotations
 
@@ -24,11 +35,14 @@ import numpy as np
 import polars as pl
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from mambaseq.tokenizers import ENCODE_TABLE, PAD_ID
+from mambaseq.io.fasta import open_fasta
+from mambaseq.tokenizers import ENCODE_TABLE, PAD_ID, reverse_complement
 
 TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
+BED_SUFFIXES = (".bed",)
+BED_STRANDS = ("+", "-", ".")
 _INVALID = 255  # ENCODE_TABLE's entry for a byte that is not DNA
 
 
@@ -43,7 +57,7 @@ class SequenceSet:
     names: list[str]
     ids: np.ndarray  # (n, L) uint8 token ids, right-padded with PAD_ID
     lengths: np.ndarray  # (n,) int64 valid length of each row
-    labels: np.ndarray | None  # (n,) int64 in {0, 1}
+    labels: np.ndarray | None  # (n,) int64 class indices in 0..K-1 ({0, 1} unless classes are declared)
     source: str
 
     def __len__(self) -> int:
@@ -57,27 +71,39 @@ class SequenceSet:
 
 
 def file_kind(path: Path) -> str:
-    """'table' or 'fasta', from the name (compressed FASTA: .fa.gz)."""
+    """'table', 'fasta' or 'bed', from the name (compressed FASTA or BED: .fa.gz, .bed.gz)."""
     name = path.name.lower()
     stem = name[:-3] if name.endswith(".gz") else name
     if stem.endswith(FASTA_SUFFIXES):
         return "fasta"
+    if stem.endswith(BED_SUFFIXES):
+        return "bed"
     if name.endswith(PARQUET_SUFFIXES) or Path(name).suffix in TABLE_SEPARATORS:
         return "table"
-    raise SequenceError(f"{path}: unknown file type; expected .csv, .tsv, .parquet or FASTA (.fa/.fasta/.fna[.gz])")
+    raise SequenceError(f"{path}: unknown file type; expected .csv, .tsv, .parquet, FASTA (.fa/.fasta/.fna[.gz]) "
+                        "or BED (.bed[.gz], with a genome)")
 
 
-def read_sequences(path: str | Path, *, labels_path: str | Path | None = None,
-                   require_labels: bool = False) -> SequenceSet:
-    """Read, check and encode one file of sequences (and labels, when present or required)."""
+def read_sequences(path: str | Path, *, labels_path: str | Path | None = None, require_labels: bool = False,
+                   genome: str | Path | None = None, classes: list[str] | None = None) -> SequenceSet:
+    """Read, check and encode one file of sequences (and labels, when present or required).
+
+    genome: the FASTA a BED file's intervals are cut from. classes: declared class names (index order); None
+    means the binary default, labels 0 or 1.
+    """
     path = Path(path)
     if not path.is_file():
         raise SequenceError(f"{path}: no such file")
-    if file_kind(path) == "fasta":
+    if classes is not None:
+        check_classes(classes)
+    kind = file_kind(path)
+    if kind == "bed":
+        return _read_bed(path, genome, labels_path, require_labels, classes)
+    if kind == "fasta":
         names, sequences = _read_fasta(path)
         labels = None
         if labels_path is not None:
-            labels = _labels_for_records(Path(labels_path), names)
+            labels = _labels_for_records(Path(labels_path), names, classes)
         elif require_labels:
             raise SequenceError(f"{path}: FASTA holds no labels; pass a labels table with columns name,label")
         row_names = [f"record {name!r}" for name in names]
@@ -93,7 +119,7 @@ def read_sequences(path: str | Path, *, labels_path: str | Path | None = None,
         row_names = [f"row {i + 1}" for i in range(table.height)]
         names = table[name_column].cast(pl.Utf8).to_list() if name_column else [str(i + 1) for i in range(table.height)]
         sequences = table["sequence"].cast(pl.Utf8).to_list()
-        labels = _check_labels(table["label"], path, row_names) if "label" in table.columns else None
+        labels = _check_labels(table["label"], path, row_names, classes) if "label" in table.columns else None
     if not sequences:
         raise SequenceError(f"{path}: holds no sequences")
     ids, lengths = _encode_rows(sequences, path, row_names)
@@ -133,7 +159,7 @@ def _read_fasta(path: Path) -> tuple[list[str], list[str]]:
     return names, [sequence for _, sequence in records]
 
 
-def _labels_for_records(labels_path: Path, names: list[str]) -> np.ndarray:
+def _labels_for_records(labels_path: Path, names: list[str], classes: list[str] | None) -> np.ndarray:
     if not labels_path.is_file():
         raise SequenceError(f"{labels_path}: no such file")
     table = _read_table(labels_path) if file_kind(labels_path) == "table" else None
@@ -143,7 +169,7 @@ def _labels_for_records(labels_path: Path, names: list[str]) -> np.ndarray:
     if name_column is None or "label" not in table.columns:
         raise SequenceError(f"{labels_path}: needs columns name,label (columns: {', '.join(table.columns)})")
     keys = table[name_column].cast(pl.Utf8).to_list()
-    labels = _check_labels(table["label"], labels_path, [f"row {i + 1}" for i in range(table.height)])
+    labels = _check_labels(table["label"], labels_path, [f"row {i + 1}" for i in range(table.height)], classes)
     lookup = dict(zip(keys, labels.tolist()))
     missing = [name for name in names if name not in lookup]
     if missing:
@@ -151,17 +177,106 @@ def _labels_for_records(labels_path: Path, names: list[str]) -> np.ndarray:
     return np.array([lookup[name] for name in names], dtype=np.int64)
 
 
-def _check_labels(column: pl.Series, path: Path, row_names: list[str]) -> np.ndarray:
-    """(n,) int64 labels; anything but 0 or 1 (text "0"/"1", integers, booleans) names its row."""
+def check_classes(classes: list[str]) -> None:
+    """Declared class names: at least two, distinct, non-empty, and a name that is a number must be its own
+    index (so a label `1` can never mean two different classes)."""
+    if len(classes) < 2:
+        raise SequenceError(f"classes {','.join(classes)!r}: declare at least two classes")
+    for index, name in enumerate(classes):
+        if not name or name != name.strip() or "," in name:
+            raise SequenceError(f"class {index} {name!r}: a class name must be non-empty, without surrounding "
+                                "spaces or commas")
+        if name.isdigit() and int(name) != index:
+            raise SequenceError(f"class name {name!r} is at index {index}: a numeric name must equal its index "
+                                "(labels may be names or indices)")
+    if len(set(classes)) < len(classes):
+        raise SequenceError(f"classes {','.join(classes)!r}: a class is declared twice")
+
+
+def _check_labels(column: pl.Series, path: Path, row_names: list[str], classes: list[str] | None = None) -> np.ndarray:
+    """(n,) int64 class indices. Binary default: 0 or 1 (text, integers, booleans). Declared classes: a name or
+    an index 0..K-1. Anything else names its row."""
     if column.dtype == pl.Boolean:
         column = column.cast(pl.Int64)
     text = column.cast(pl.Utf8).str.strip_chars()
-    bad = (~text.is_in(["0", "1"])).fill_null(True)
+    accepted = {"0": 0, "1": 1} if classes is None else (
+        {str(i): i for i in range(len(classes))} | {name: i for i, name in enumerate(classes)})
+    index = text.replace_strict(accepted, default=None, return_dtype=pl.Int64)  # null: not a class
+    bad = index.is_null()
     if bad.any():
         row = int(bad.arg_true()[0])
-        raise SequenceError(f"{path}: {row_names[row]}: label {column[row]!r} is not 0 or 1 "
-                            "(classes: 0 = non-promoter, 1 = promoter)")
-    return (text == "1").to_numpy().astype(np.int64)
+        if classes is None:
+            raise SequenceError(f"{path}: {row_names[row]}: label {column[row]!r} is not 0 or 1 "
+                                "(classes: 0 = non-promoter, 1 = promoter; declare other classes with --classes)")
+        listed = ", ".join(f"{i} = {name}" if name != str(i) else name for i, name in enumerate(classes))
+        raise SequenceError(f"{path}: {row_names[row]}: label {column[row]!r} is not one of the declared classes "
+                            f"({listed})")
+    return index.to_numpy().astype(np.int64)
+
+
+def _read_bed(path: Path, genome: str | Path | None, labels_path: str | Path | None, require_labels: bool,
+              classes: list[str] | None) -> SequenceSet:
+    """Intervals of a BED file cut from `genome` ('-' strand reverse-complemented); see the module docstring."""
+    if genome is None:
+        raise SequenceError(f"{path}: a BED file holds coordinates, not sequences; give the genome FASTA to cut "
+                            "them from (--genome)")
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        raise SequenceError(f"{path}: cannot read it ({error})") from None
+    rows, numbers = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        rows.append(line.rstrip("\r").split("\t") if "\t" in line else line.split())
+        numbers.append(number)
+    if not rows:
+        raise SequenceError(f"{path}: holds no intervals")
+    width = len(rows[0])
+    for fields, number in zip(rows, numbers):
+        if len(fields) != width:  # a missing column would silently shift strand or label
+            raise SequenceError(f"{path}: line {number}: {len(fields)} columns where the first interval has {width}")
+        if width < 3 or not fields[1].isdigit() or not fields[2].isdigit() or int(fields[1]) >= int(fields[2]):
+            raise SequenceError(f"{path}: line {number}: expected 'chrom start end ...' with integers "
+                                f"0 <= start < end, got {' '.join(fields)[:80]!r}")
+        if width >= 6 and fields[5] not in BED_STRANDS:
+            raise SequenceError(f"{path}: line {number}: strand {fields[5]!r} is not +, - or .")
+    strands = [fields[5] if width >= 6 else "." for fields in rows]
+    coordinates = [f"{f[0]}:{f[1]}-{f[2]}({s})" for f, s in zip(rows, strands)]
+    row_names = [f"line {number} ({where})" for number, where in zip(numbers, coordinates)]
+
+    # where the labels are: a labels table (by name), column 7, or (only when labels are needed) the name
+    label_is_name = labels_path is None and 4 <= width < 7 and require_labels
+    labels = None
+    if labels_path is not None:
+        if width < 4:
+            raise SequenceError(f"{path}: a labels table matches rows by name, but this BED has no name column")
+        labels = _labels_for_records(Path(labels_path), [f[3] for f in rows], classes)
+    elif width >= 7 or label_is_name:
+        labels = _check_labels(pl.Series([f[6 if width >= 7 else 3] for f in rows]), path, row_names, classes)
+    elif require_labels:
+        raise SequenceError(f"{path}: BED with {width} columns holds no labels; put them in column 7 (after "
+                            "strand) or in the name column 4, or pass a labels table with columns name,label")
+    names = [f[3] for f in rows] if width >= 4 and not label_is_name else coordinates
+
+    sequences = []
+    with open_fasta(genome) as fasta:
+        for fields, row_name in zip(rows, row_names):
+            chrom, start, end = fields[0], int(fields[1]), int(fields[2])
+            if chrom not in fasta.lengths:
+                raise SequenceError(f"{path}: {row_name}: contig {chrom!r} is not in {fasta.path} "
+                                    f"({len(fasta.names)} contigs, e.g. {', '.join(fasta.names[:3])})")
+            if end > fasta.lengths[chrom]:
+                raise SequenceError(f"{path}: {row_name}: ends after {chrom}'s last base "
+                                    f"({fasta.lengths[chrom]:,} bases in {fasta.path.name})")
+            sequences.append(fasta.fetch(chrom, start, end).decode("ascii"))
+    ids, lengths = _encode_rows(sequences, path, row_names)
+    minus = np.flatnonzero(np.array(strands) == "-")
+    if len(minus):
+        ids[minus] = reverse_complement(ids[minus], lengths[minus])  # replaces the forward read; padding stays
+    return SequenceSet(names, ids, lengths, labels, str(path))
 
 
 def _encode_rows(sequences: list, path: Path, row_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
