@@ -386,6 +386,11 @@ def demo(
     emb = results["embed"]
     typer.echo(f"embed: {emb['sequences']} test sequences -> {emb['d_model']}-dim vectors from the pretrained run; "
                f"{emb['out']}")
+    anomaly = results["anomaly"]
+    typer.echo(f"anomaly: ASD omi-1 test ({anomaly['steps']} steps of 19 server metrics): VUS-PR "
+               f"{anomaly['vus_pr']:.3f}, AUC-PR {anomaly['auc_pr']:.3f}, {anomaly['events']} events flagged; "
+               + ", ".join(f"{name} VUS-PR {b['vus_pr']:.3f}" for name, b in anomaly["baselines"].items())
+               + f"; {anomaly['scores']}")
     typer.echo(f"outputs are in {out}")
 
 

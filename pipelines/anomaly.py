@@ -9,7 +9,10 @@ normal data is about 1 - quantile).
 
 Score (`StreamScorer`): per step t >= 1, NLL_t = -sum over channels of log p(bin_t | bins_<t), in nats,
 channels whose value is missing at t left out; step 0 has no context and scores 0. score_t = the mean of the
-last `smooth` NLLs (causal, so a stream scores the same as a file). A step is flagged when score > threshold;
+last `smooth` NLLs (causal, so a stream scores the same as a file). With `adaptive_window` W > 0 the score
+is instead that mean's z-score against the NLLs of the W steps before it (the idea of Numenta's anomaly
+likelihood, Ahmad et al. 2017): for drifting streams with no separate training file (NAB), a lasting change
+scores high when it starts and fades as it becomes the new normal. A step is flagged when score > threshold;
 flagged runs (merged across gaps of at most `merge_gap` steps) are events. The scorer carries the model's
 recurrent state (conv + SSM), the last step's logits and the smoothing window between calls: O(1) memory
 per step, and any cut of the series into chunks gives the same scores as one pass.
@@ -56,6 +59,7 @@ class AnomalySettings:
     calibration_fraction: float = 0.15  # trailing part of each training series held out for the threshold
     threshold_quantile: float = 0.995
     smooth: int = 1  # trailing mean over this many steps of NLL
+    adaptive_window: int = 0  # > 0: score = z-score of that mean against the NLLs of this many steps before
     merge_gap: int = 0  # flagged runs at most this many steps apart form one event
     columns: list[str] | None = None
     timestamp: str | None = "auto"
@@ -71,8 +75,8 @@ class AnomalySettings:
             raise AnomalyError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
         if not (0 < self.threshold_quantile <= 1):
             raise AnomalyError(f"threshold_quantile must be in (0, 1], got {self.threshold_quantile}")
-        if self.smooth < 1 or self.merge_gap < 0:
-            raise AnomalyError("smooth must be >= 1 and merge_gap >= 0")
+        if self.smooth < 1 or self.merge_gap < 0 or self.adaptive_window < 0:
+            raise AnomalyError("smooth must be >= 1, merge_gap and adaptive_window >= 0")
 
 
 def read_for(settings: AnomalySettings, path: str | Path, columns: list[str] | None = None) -> Series:
@@ -178,7 +182,7 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
     model.eval()
     calibration = []
     for s, p, c in zip(series, parts, cal_starts):
-        scorer = StreamScorer(model, quantiser, settings.smooth, dev)
+        scorer = StreamScorer(model, quantiser, settings.smooth, dev, settings.adaptive_window)
         calibration.append(scorer.push(p)["score"][c:])
     calibration = np.concatenate(calibration)
     threshold = float(np.quantile(calibration, settings.threshold_quantile))
@@ -202,15 +206,54 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
 
 # ---- scoring -------------------------------------------------------------------------------------------------
 
+class ScoreSmoother:
+    """NLL -> score, step by step: the trailing mean over `smooth` steps, or (adaptive_window > 0) its z-score
+    against the NLLs of the adaptive_window steps before the mean's window. O(smooth + window) memory."""
+
+    def __init__(self, smooth: int = 1, adaptive_window: int = 0):
+        self.window: deque = deque(maxlen=smooth)
+        self.history: deque = deque()
+        self.adaptive_window, self.history_sum, self.history_sq = adaptive_window, 0.0, 0.0
+
+    def update(self, nll: np.ndarray) -> np.ndarray:
+        score = np.empty(len(nll))
+        for i, v in enumerate(nll):
+            if self.adaptive_window and len(self.window) == self.window.maxlen:
+                self._remember(self.window[0])
+            self.window.append(float(v))
+            score[i] = sum(self.window) / len(self.window)
+            if self.adaptive_window:
+                score[i] = self._z(score[i])
+        return score
+
+    def _remember(self, value: float) -> None:
+        self.history.append(value)
+        self.history_sum += value
+        self.history_sq += value * value
+        if len(self.history) > self.adaptive_window:
+            old = self.history.popleft()
+            self.history_sum -= old
+            self.history_sq -= old * old
+
+    def _z(self, mean: float) -> float:
+        """z-score against the history; 0 until it holds 10 steps (the std is floored at 1e-3 nats)."""
+        n = len(self.history)
+        if n < 10:
+            return 0.0
+        centre = self.history_sum / n
+        var = max(self.history_sq / n - centre * centre, 0.0)
+        return (mean - centre) / max(math.sqrt(var), 1e-3)
+
+
 class StreamScorer:
     """Scores a series chunk by chunk with the model's recurrent state carried: same scores for any chunking."""
 
     def __init__(self, model: MambaModel, quantiser: ValueQuantiser, smooth: int = 1,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", adaptive_window: int = 0):
         self.model, self.quantiser, self.device = model, quantiser, torch.device(device)
         self.cache = model.allocate_cache(1, device=self.device)
         self.last_logp = None  # (C, V) log-probabilities of the next step, from the last step pushed
-        self.window = deque(maxlen=smooth)
+        self.smoother = ScoreSmoother(smooth, adaptive_window)
         self.steps = 0
 
     @torch.no_grad()
@@ -222,12 +265,8 @@ class StreamScorer:
         nll = np.empty(len(ids))
         for start in range(0, len(ids), chunk):
             nll[start:start + chunk] = self._nll(torch.from_numpy(ids[start:start + chunk]).to(self.device))
-        score = np.empty_like(nll)
-        for i, v in enumerate(nll):  # trailing mean: a deque so a stream needs O(smooth) memory
-            self.window.append(v)
-            score[i] = sum(self.window) / len(self.window)
         self.steps += len(ids)
-        return {"nll": nll, "score": score, "out_of_range": out_of_range.any(axis=1)}
+        return {"nll": nll, "score": self.smoother.update(nll), "out_of_range": out_of_range.any(axis=1)}
 
     def _nll(self, ids: torch.Tensor) -> np.ndarray:
         """ids (T, C) -> NLL (T,) of each step given everything pushed before it."""
@@ -253,7 +292,8 @@ class AnomalyModel:
     device: torch.device
 
     def scorer(self) -> StreamScorer:
-        return StreamScorer(self.model, self.quantiser, self.settings.smooth, self.device)
+        return StreamScorer(self.model, self.quantiser, self.settings.smooth, self.device,
+                            self.settings.adaptive_window)
 
 
 def load_anomaly_run(path: str | Path, device: str = "auto") -> AnomalyModel:

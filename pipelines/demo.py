@@ -7,13 +7,20 @@ Now:
    rows; recipe: recipes/demo_promoter.json, time-capped), reports dev/test AUROC and MCC, then scans the same
    chr2 piece on both strands into a bedGraph and a BED of called regions.
 3. embed: per-sequence embeddings of the subset's test sequences from the pretrained run, as Parquet.
+4. anomaly: fits the next-value model on the bundled ASD omi-1 server metrics (recipes/demo_anomaly.json),
+   scores the labelled test file (scores, events, plot) and reports VUS-PR / AUC-PR beside the PCA and
+   IsolationForest baselines fitted on the same training file.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from mambaseq import metrics
 from mambaseq.config import ModelConfig, TrainConfig
+from mambaseq.io.series import read_train_test
+from mambaseq.pipelines.anomaly import AnomalySettings, fit, score_files
+from mambaseq.pipelines.anomaly_baselines import IsolationForestDetector, PCADetector
 from mambaseq.pipelines.embed import embed
 from mambaseq.pipelines.pretrain import pretrain
 from mambaseq.pipelines.promoter import finetune
@@ -22,6 +29,7 @@ from mambaseq.pipelines.scan import scan
 RECIPES = Path(__file__).resolve().parent / "recipes"
 GENOME_PIECE = "hg38_chr2_1000001-1300000.fa"
 PROMOTER_SUBSET = "gue_prom_300_tata_subset"
+ANOMALY_DIR, ANOMALY_ENTITY = "anomaly", "omi-1"
 
 
 class DemoError(ValueError):
@@ -54,7 +62,27 @@ def run_demo(out: str | Path, data_dir: str | Path | None = None, device: str = 
     results["promoter"] = promoter_step(out, data, device, show_progress)
     results["embed"] = embed(out / "pretrain", data / PROMOTER_SUBSET / "test.csv", out / "embeddings.parquet",
                              device=device, show_progress=show_progress)
+    results["anomaly"] = anomaly_step(out, data, device, show_progress)
     return results
+
+
+def anomaly_step(out: Path, data: Path, device: str, show_progress: bool) -> dict:
+    """Fit on ASD omi-1's training file, score its test file, and compare with two baselines on the same split."""
+    recipe = json.loads((RECIPES / "demo_anomaly.json").read_text())
+    folder = data / ANOMALY_DIR
+    run = out / "anomaly"
+    fit([folder / f"{ANOMALY_ENTITY}_train.parquet"], run, settings=AnomalySettings(**recipe["settings"]),
+        model_cfg=ModelConfig.from_dict(recipe["model"]), train_cfg=TrainConfig.from_dict(recipe["train"]),
+        device=device, show_progress=show_progress)
+    scored = score_files(run, [folder / f"{ANOMALY_ENTITY}_test.parquet"], run / "scores", device=device,
+                         show_progress=False)[0]
+    train, test = read_train_test(folder, ANOMALY_ENTITY)
+    baselines = {}
+    for detector in (PCADetector(), IsolationForestDetector()):
+        score = detector.fit(train.values).score(test.values)
+        baselines[detector.name] = {"vus_pr": metrics.vus_pr(test.labels, score),
+                                    "auc_pr": metrics.auc_pr(test.labels, score)}
+    return {"run": str(run), "scores": str(run / "scores"), **scored, "baselines": baselines}
 
 
 def promoter_step(out: Path, data: Path, device: str, show_progress: bool) -> dict:

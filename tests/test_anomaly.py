@@ -14,7 +14,7 @@ import torch
 
 from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.series import SeriesError, read_nab, read_series, read_train_test, stream_rows
-from mambaseq.pipelines.anomaly import (AnomalySettings, StreamScorer, events_from_flags, fit, load_anomaly_run,
+from mambaseq.pipelines.anomaly import (AnomalySettings, ScoreSmoother, StreamScorer, events_from_flags, fit, load_anomaly_run,
                                         score_files, score_stream)
 from mambaseq.pipelines.anomaly_baselines import BASELINES, fill_forward
 from mambaseq.metrics import auc_roc
@@ -186,6 +186,18 @@ def test_stream_chunks_equal_one_pass(asd_run):
         at += size
     for key in ("nll", "score"):
         np.testing.assert_allclose(np.concatenate([p[key] for p in parts]), whole[key], rtol=1e-4, atol=1e-4)
+    adaptive = StreamScorer(run.model, run.quantiser, 3, "cpu", adaptive_window=100)
+    pieces = [adaptive.push(values[a:a + 37])["score"] for a in range(0, len(values), 37)]
+    expected = StreamScorer(run.model, run.quantiser, 3, "cpu", adaptive_window=100).push(values)["score"]
+    np.testing.assert_allclose(np.concatenate(pieces), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_adaptive_score_fades_after_a_lasting_change():
+    """The adaptive score is a z-score against recent history: a level shift spikes, then becomes normal."""
+    nll = np.where(np.arange(600) < 300, 1.0, 5.0) + 0.1 * np.sin(np.arange(600))
+    score = ScoreSmoother(smooth=1, adaptive_window=50).update(nll)
+    assert np.argmax(score) == 300 and score[300] > 20 and abs(score[599]) < 3
+    assert ScoreSmoother(smooth=4).update(np.arange(6.0)).tolist() == [0, 0.5, 1, 1.5, 2.5, 3.5]
 
 
 def test_cli_stream_matches_file_scores(asd_run, tmp_path, monkeypatch, capsys):
