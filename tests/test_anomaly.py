@@ -364,3 +364,32 @@ def test_score_refuses_a_run_of_another_task(tmp_path, monkeypatch, capsys):
     code, _, err = run_main(monkeypatch, capsys, "anomaly", "score", "--model", tmp_path / "lm",
                             ASD / "omi-1_test.parquet", "--out", tmp_path / "o", "--device", "cpu")
     assert code == 2 and "not an anomaly model" in err
+
+
+# ---- property tests of the reader ------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64, min_value=-1e12, max_value=1e12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(table=st.lists(st.lists(st.one_of(finite, st.none()), min_size=2, max_size=2), min_size=1, max_size=30),
+       crlf=st.booleans(), tsv=st.booleans(), parquet=st.booleans())
+def test_reader_round_trips_any_numeric_table(tmp_path, table, crlf, tsv, parquet):
+    """Whatever the numbers, missing cells, line endings and format: values come back exactly, NaN where empty."""
+    columns = list(zip(*table))
+    if any(all(v is None for v in col) for col in columns):
+        return  # an all-missing column is refused (tested above)
+    frame = pl.DataFrame({"a": columns[0], "b": columns[1]}, schema={"a": pl.Float64, "b": pl.Float64})
+    if parquet:
+        path = tmp_path / "t.parquet"
+        frame.write_parquet(path)
+    else:
+        path = tmp_path / ("t.tsv" if tsv else "t.csv")
+        text = frame.write_csv(separator="\t" if tsv else ",", float_precision=None)
+        path.write_bytes(text.replace("\n", "\r\n" if crlf else "\n").encode())
+    values = read_series(path).values
+    expected = np.array([[np.nan if v is None else v for v in row] for row in table])
+    np.testing.assert_array_equal(values, expected)
