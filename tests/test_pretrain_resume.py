@@ -1,10 +1,8 @@
 """Pretraining survives SIGKILL (resume reaches the same losses), splits from a BED, and DDP over 2 CPU ranks."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from mambaseq.io.fasta import open_fasta
 from mambaseq.pipelines.pretrain import PretrainError, TrainBatches, WindowSampler, plan_split
 
 from conftest import BUNDLED_DATA
+from killing import kill_when, mambaseq_command
 
 CONTIG = "chr2_1000001_1300000"
 ARGS = ["--seq-len", "128", "--batch-size", "2", "--d-model", "16", "--n-layer", "1", "--steps", "40",
@@ -44,14 +43,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(genome, tmp_path):
     assert whole.wait(timeout=600) == 0, whole.stderr.read()
 
     run = tmp_path / "killed"
-    victim = cli("pretrain", "--genome", genome, "--out", run, *ARGS)
-    deadline = time.monotonic() + 300
-    while not (run / "checkpoints" / "step-00000006").exists():
-        assert victim.poll() is None, f"run ended before it could be killed: {victim.stderr.read()}"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    kill_when(mambaseq_command("pretrain", "--genome", genome, "--out", run, *ARGS),
+              lambda: (run / "checkpoints" / "step-00000006").exists())
     assert not (run / "model.safetensors").exists()  # it really died mid-run
     resumed = cli("pretrain", "--resume", run)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()

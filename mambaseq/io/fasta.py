@@ -6,6 +6,11 @@ otherwise in a per-user cache folder, so read-only reference folders (CI, shared
 A Genome stores paths only and opens its file handle lazily in each process, so a torch DataLoader worker
 (fork or spawn) gets its own handle instead of sharing a file offset with its parent.
 
+`stream_fasta(path)` reads records front to back instead, with no index and in bounded memory: plain, bgzip or
+plain-gzip files, any line layout (CRLF, blank lines, unequal or very long lines), each record's bases handed
+out in pieces of at most one read block, so a 250-Mbase chromosome never sits in memory. Batch prediction uses
+it; training and scanning need random access and use `open_fasta`.
+
 Glossary
   record     one '>' entry of the FASTA (a chromosome, contig or scaffold); its name is the header's first word.
   .fai       samtools FASTA index: per record its length, byte offset, bases per line and bytes per line.
@@ -21,6 +26,8 @@ import hashlib
 import os
 import re
 import tempfile
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyfaidx
@@ -331,3 +338,133 @@ def _explain_indexing_error(message: str) -> str:
 
 def _preview(names: list[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+
+
+# ---- streaming: records front to back, no index, bounded memory ----------------------------------------------
+STREAM_BLOCK = 1 << 20  # bytes read (after decompression) per step: the largest piece a record is handed out in
+_MAX_HEADER = 1 << 20  # a '>' line longer than this is not a header but a broken file
+
+
+class FastaRecord:
+    """One record of a streamed FASTA.
+
+    name: the header's first word; description: the whole header line after '>'; number: 1-based position
+    in the file. `pieces()` yields the bases as ASCII bytes (line ends removed, case and IUPAC letters kept,
+    anything else left for the tokenizer to reject), each at most one read block long. The pieces come
+    straight from the file: read them before asking the stream for the next record, which skips whatever is
+    left unread.
+    """
+
+    def __init__(self, name: str, description: str, number: int, pieces: Iterator[bytes]):
+        self.name, self.description, self.number = name, description, number
+        self._pieces = pieces
+
+    def pieces(self) -> Iterator[bytes]:
+        return self._pieces
+
+    def read(self) -> bytes:
+        """All (remaining) bases at once: only for records known to be small."""
+        return b"".join(self._pieces)
+
+    def __repr__(self) -> str:
+        return f"FastaRecord({self.name!r}, number={self.number})"
+
+
+def stream_fasta(path: str | os.PathLike, *, block_size: int = STREAM_BLOCK) -> Iterator[FastaRecord]:
+    """Records of a FASTA file in file order, read by streaming (see the module docstring).
+
+    Raises FastaError (one line, naming the file) for a missing, empty, truncated or non-FASTA file, a header
+    with no name, or an endless header line. An empty record (a header followed by no bases) is yielded with
+    no pieces: whether that is an error is the caller's call. Duplicate names are yielded as they come.
+    """
+    path = Path(path)
+    reader = _FastaStream(path, _open_stream(path), block_size)
+    with reader.handle:
+        yield from reader.records()
+
+
+def _open_stream(path: Path):
+    """A binary file handle on the (decompressed) bytes: gzip (bgzip is gzip too) by its magic bytes."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(6)
+    except FileNotFoundError:
+        raise FastaError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FastaError(f"{path}: is a folder, not a FASTA file") from None
+    except OSError as error:
+        raise FastaError(f"{path}: cannot read it ({error.strerror})") from None
+    for prefix, compression in _OTHER_COMPRESSIONS.items():
+        if magic.startswith(prefix):
+            raise FastaError(f"{path}: is {compression}-compressed; decompress it or recompress it with gzip/bgzip")
+    return gzip.open(path, "rb") if magic.startswith(b"\x1f\x8b") else open(path, "rb")
+
+
+class _FastaStream:
+    """The parser behind stream_fasta: one block of the file in memory, a cursor in it, and whether the
+    cursor stands at the start of a line (only there does '>' open a header)."""
+
+    def __init__(self, path: Path, handle, block_size: int):
+        self.path, self.handle, self.block_size = path, handle, block_size
+        self.block, self.pos, self.line_start = b"", 0, True
+
+    def _more(self) -> bool:
+        """Make block[pos:] non-empty by reading on; False at the end of the file."""
+        while self.pos >= len(self.block):
+            try:
+                self.block, self.pos = self.handle.read(self.block_size), 0
+            except (OSError, EOFError, zlib.error) as error:  # gzip: BadGzipFile is an OSError, a cut file EOFError
+                raise FastaError(f"{self.path}: cannot read it, truncated or corrupt ({error})") from None
+            if not self.block:
+                return False
+        return True
+
+    def _bases(self) -> Iterator[bytes]:
+        """Pieces of sequence from the cursor up to the next header line or the end of the file."""
+        while self._more():
+            if self.line_start and self.block[self.pos] == ord(">"):
+                return
+            header = self.block.find(b"\n>", self.pos)
+            stop = len(self.block) if header < 0 else header + 1
+            piece = self.block[self.pos:stop].translate(None, b"\r\n")
+            self.line_start = self.block[stop - 1] == ord("\n")
+            self.pos = stop
+            if piece:
+                yield piece
+
+    def _header(self) -> str:
+        """The header line at the cursor (which is on its '>'), without '>' and the line end."""
+        parts, size = [], 0
+        self.pos += 1
+        while self._more():
+            end = self.block.find(b"\n", self.pos)
+            stop = len(self.block) if end < 0 else end
+            parts.append(self.block[self.pos:stop])
+            size += stop - self.pos
+            self.pos = stop if end < 0 else end + 1
+            if size > _MAX_HEADER:
+                raise FastaError(f"{self.path}: a '>' header line is longer than {_MAX_HEADER:,} bytes; "
+                                 "is this a FASTA file?")
+            if end >= 0:
+                break
+        self.line_start = True
+        return b"".join(parts).rstrip(b"\r").decode("ascii", errors="replace")
+
+    def records(self) -> Iterator[FastaRecord]:
+        for before in self._bases():  # what precedes the first '>' may be blank lines only
+            if before.strip():
+                raise FastaError(f"{self.path}: not a FASTA file: its first non-empty line starts with "
+                                 f"{before.strip()[:40]!r}, not '>'")
+        number = 0
+        while self._more():
+            number += 1
+            description = self._header()
+            words = description.split()
+            if not words:
+                raise FastaError(f"{self.path}: record {number} has a '>' header line with no name")
+            record = FastaRecord(words[0], description, number, self._bases())
+            yield record
+            for _ in record.pieces():  # the caller may stop early: skip to the next header
+                pass
+        if number == 0:
+            raise FastaError(f"{self.path}: is empty (no '>' record)")
