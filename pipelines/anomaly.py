@@ -299,6 +299,11 @@ class AnomalyModel:
 def load_anomaly_run(path: str | Path, device: str = "auto") -> AnomalyModel:
     dev = pick_device(device)
     model, run_cfg = load_run(path, dev)
+    return anomaly_from_run(path, model, run_cfg, dev)
+
+
+def anomaly_from_run(path: str | Path, model: MambaModel, run_cfg: RunConfig, device: torch.device) -> AnomalyModel:
+    """The anomaly model of a loaded run folder; clear errors for a run of another task or broken settings."""
     if run_cfg.task != "anomaly":
         raise AnomalyError(f"{path}: a {run_cfg.task!r} run, not an anomaly model")
     extra = run_cfg.extra
@@ -311,7 +316,7 @@ def load_anomaly_run(path: str | Path, device: str = "auto") -> AnomalyModel:
         raise AnomalyError(f"{path}: anomaly settings in config.json are incomplete or invalid ({err})") from None
     if quantiser.n_channels != model.config.n_channels or quantiser.vocab_size != model.config.vocab_size:
         raise AnomalyError(f"{path}: quantiser and model disagree on channels or bins")
-    return AnomalyModel(model.eval(), quantiser, settings, threshold, calibration, dev)
+    return AnomalyModel(model.eval(), quantiser, settings, threshold, calibration, device)
 
 
 def events_from_flags(flags: np.ndarray, score: np.ndarray, merge_gap: int = 0) -> list[tuple[int, int, float]]:
@@ -328,9 +333,11 @@ def events_from_flags(flags: np.ndarray, score: np.ndarray, merge_gap: int = 0) 
     return [(a, b, float(score[a:b].max())) for a, b in merged]
 
 
-def score_series(anomaly: AnomalyModel, series: Series) -> pl.DataFrame:
-    """One series -> per-step frame: row, [timestamp], value columns, nll, score, flagged, out_of_range, [label]."""
-    result = anomaly.scorer().push(series.values)
+def score_series(anomaly: AnomalyModel, series: Series, chunk: int = 8192) -> pl.DataFrame:
+    """One series -> per-step frame: row, [timestamp], value columns, nll, score, flagged, out_of_range, [label].
+
+    The model reads `chunk` steps at a time with its state carried, so memory is bounded on any length."""
+    result = anomaly.scorer().push(series.values, chunk=chunk)
     frame = {"row": np.arange(len(series))}
     if series.timestamps is not None:
         frame["timestamp"] = series.timestamps

@@ -22,6 +22,9 @@ predicts one file), so a task is added by adding an entry.
             classes gives `prob_<class>` for each class and `predicted` = the argmax. A record longer
             than the run's training length is refused (its file fails, naming it): the classifier never saw
             longer sequences, and `mambaseq scan` is the tool that slides it along a genome.
+  anomaly   per step of each CSV/TSV/Parquet series: the columns `mambaseq anomaly score` writes (row,
+            timestamp, values, nll, score, flagged, out_of_range, label), the series read with the fitted run's
+            settings and scored `--max-tokens` steps at a time with the recurrent state carried.
 
 Records: FASTA records (named by the header's first word; read by streaming, never the whole file) or table
 rows (a `sequence` column; `name` or `id` names the rows, else the 1-based row number). Every output row
@@ -470,9 +473,31 @@ class Task:
     per_position: bool = False  # whether --per-position means something for this task
 
 
+def _check_anomaly(model_path: Path, cfg: RunConfig) -> None:
+    from mambaseq.pipelines.anomaly import AnomalyError, anomaly_from_run
+
+    try:
+        with torch.device("meta"):  # only the settings are checked here: no weights are needed
+            anomaly_from_run(model_path, MambaModel(cfg.model), cfg, torch.device("cpu"))
+    except AnomalyError as error:
+        raise PredictError(str(error)) from None
+
+
+def _anomaly_file(ctx: Context, path: Path) -> pl.DataFrame:
+    """Per-step anomaly scores of one series file, as `mambaseq anomaly score` writes them (no plot, no events)."""
+    from mambaseq.pipelines.anomaly import anomaly_from_run, read_for, score_series
+
+    anomaly = anomaly_from_run(path, ctx.model, ctx.run, ctx.device)
+    series = read_for(anomaly.settings, path, anomaly.settings.columns)
+    frame = score_series(anomaly, series, chunk=ctx.max_tokens)
+    ctx.advance(1, frame.height)
+    return frame
+
+
 TASKS: dict[str, Task] = {
     "lm": Task(DNA_FOLDER_SUFFIXES, _check_lm, _lm_file, per_position=True),
     "promoter": Task(DNA_FOLDER_SUFFIXES, _check_promoter, _promoter_file),
+    "anomaly": Task((".csv", ".tsv", ".parquet", ".pq"), _check_anomaly, _anomaly_file),
 }
 
 

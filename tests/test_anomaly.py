@@ -192,6 +192,25 @@ def test_stream_chunks_equal_one_pass(asd_run):
     np.testing.assert_allclose(np.concatenate(pieces), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_predict_scores_series_files_like_anomaly_score(asd_run, tmp_path, monkeypatch, capsys):
+    """`mambaseq predict` with an anomaly run: the same per-step scores; a bad file fails alone (exit 1)."""
+    root, _, _ = asd_run
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pl.read_parquet(ASD / "omi-1_test.parquet").head(500).write_csv(inputs / "part.csv")
+    write_csv(inputs / "broken.csv", "t,f00\n0,1\n")  # other columns than the training data
+    code, _, err = run_main(monkeypatch, capsys, "predict", "--model", root / "run", inputs, "--out",
+                            tmp_path / "out", "--device", "cpu", "--max-tokens", "128")
+    assert code == 1 and "broken.csv" in err and "no column 'f01'" in err, err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    done = [e for e in manifest["files"].values() if e["status"] == "done"]
+    assert len(done) == 1 and done[0]["records"] == 500
+    predicted = pl.read_parquet(tmp_path / "out" / done[0]["output"])
+    score_files(root / "run", [inputs / "part.csv"], tmp_path / "ref", plot=False, device="cpu", show_progress=False)
+    expected = pl.read_parquet(tmp_path / "ref" / "part.scores.parquet")
+    np.testing.assert_allclose(predicted["score"].to_numpy(), expected["score"].to_numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_adaptive_score_fades_after_a_lasting_change():
     """The adaptive score is a z-score against recent history: a level shift spikes, then becomes normal."""
     nll = np.where(np.arange(600) < 300, 1.0, 5.0) + 0.1 * np.sin(np.arange(600))

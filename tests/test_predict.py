@@ -312,8 +312,7 @@ def test_usage_errors_are_one_line_with_status_2(tmp_path, lm_run, monkeypatch, 
     (tmp_path / "a_file").write_text("x")
     cases = [
         ((tmp_path / "nope", fasta), (), "run folder not found"),
-        ((anomaly, fasta), (), "is a 'anomaly' run; predict does not support that task yet (it predicts with lm, "
-                               "promoter runs)"),
+        ((anomaly, fasta), (), "anomaly settings in config.json are incomplete or invalid"),
         ((bi, fasta), (), "a bidirectional LM sees both sides of every base"),
         ((lm_run, tmp_path / "missing.fa"), (), "missing.fa: no such file or folder"),
         ((lm_run, str(tmp_path / "in" / "*.fasta")), (), "*.fasta: no file matches this pattern"),
