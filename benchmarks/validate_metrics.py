@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import random
 import subprocess
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from mambaseq.pipelines.anomaly_baselines import windowed_gaussian  # NAB's detector, shared with the harness
 
 REPO = Path(__file__).resolve().parents[1]
 NAB = REPO.parent / "shared" / "data" / "nab"
@@ -176,24 +177,6 @@ def check_tsbad(tsbad_python: str, n_cases: int) -> tuple[list[str], float]:
 
 
 # ----------------------------------------------------------------------------- NAB
-
-def windowed_gaussian(values: np.ndarray, window: int = 6400, step: int = 100) -> np.ndarray:
-    """NAB's windowedGaussian detector (nab/detectors/gaussian): 1 - Q(|x - mean| / std).
-
-    mean/std come from the last `window` values seen, refreshed every value until the window is full,
-    then every `step` values; row 0 scores 0. np.mean/np.std per refresh keep NAB's floating point.
-    """
-    n = values.size
-    updates = np.concatenate([np.arange(min(n, window)), np.arange(window - 1 + step, n, step)])
-    mean = np.array([values[max(0, u - window + 1):u + 1].mean() for u in updates])
-    std = np.array([values[max(0, u - window + 1):u + 1].std() for u in updates])
-    std[std == 0.0] = 0.000001
-    src = np.searchsorted(updates, np.arange(1, n) - 1, side="right") - 1   # last refresh before row i
-    m, sd, x = mean[src], std[src], values[1:]
-    z = (np.where(x < m, 2 * m - x, x) - m) / sd         # NAB mirrors x below the mean first
-    q = np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in z])
-    return np.concatenate([[0.0], 1 - q])
-
 
 def as_nab_csv(scores: np.ndarray) -> np.ndarray:
     """Scores as NAB's results CSVs hold them: Python 2 str(float), 12 significant digits.

@@ -10,17 +10,18 @@ import time
 import numpy as np
 import polars as pl
 import pytest
-import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.series import SeriesError, read_nab, read_series, read_train_test, stream_rows
-from mambaseq.pipelines.anomaly import (AnomalySettings, ScoreSmoother, StreamScorer, events_from_flags, fit, load_anomaly_run,
-                                        score_files, score_stream)
+from mambaseq.pipelines.anomaly import (AnomalySettings, ScoreSmoother, StreamScorer, events_from_flags, fit,
+                                        load_anomaly_run, score_files, score_stream)
 from mambaseq.pipelines.anomaly_baselines import BASELINES, fill_forward
 from mambaseq.metrics import auc_roc
 from mambaseq.tokenizers import ValueQuantiser
 
-from conftest import BUNDLED_DATA, REPO, run_main
+from conftest import BUNDLED_DATA, run_main
 
 ASD = BUNDLED_DATA / "anomaly"
 TINY = ModelConfig(d_model=16, n_layer=1, d_state=4)
@@ -387,14 +388,12 @@ def test_score_refuses_a_run_of_another_task(tmp_path, monkeypatch, capsys):
 
 # ---- property tests of the reader ------------------------------------------------------------------------------
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
-finite = st.floats(allow_nan=False, allow_infinity=False, width=64, min_value=-1e12, max_value=1e12)
+FINITE = st.floats(allow_nan=False, allow_infinity=False, width=64, min_value=-1e12, max_value=1e12)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(table=st.lists(st.lists(st.one_of(finite, st.none()), min_size=2, max_size=2), min_size=1, max_size=30),
+@given(table=st.lists(st.lists(st.one_of(FINITE, st.none()), min_size=2, max_size=2), min_size=1, max_size=30),
        crlf=st.booleans(), tsv=st.booleans(), parquet=st.booleans())
 def test_reader_round_trips_any_numeric_table(tmp_path, table, crlf, tsv, parquet):
     """Whatever the numbers, missing cells, line endings and format: values come back exactly, NaN where empty."""

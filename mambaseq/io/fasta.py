@@ -146,17 +146,22 @@ def main_chromosomes(names) -> list[str]:
     return [name for _, name in sorted(chosen)]
 
 
-def _check_format(path: Path) -> bool:
-    """Cheap checks on the first 64 KiB; returns whether the file is BGZF. Raises FastaError."""
+def _first_bytes(path: Path, n: int) -> bytes:
+    """The first n bytes (magic numbers), with one clear error for a missing, folder or unreadable path."""
     try:
         with open(path, "rb") as file:
-            magic = file.read(18)
+            return file.read(n)
     except FileNotFoundError:
         raise FastaError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise FastaError(f"{path}: is a folder, not a FASTA file") from None
     except OSError as error:
         raise FastaError(f"{path}: cannot read it ({error.strerror})") from None
+
+
+def _check_format(path: Path) -> bool:
+    """Cheap checks on the first 64 KiB; returns whether the file is BGZF. Raises FastaError."""
+    magic = _first_bytes(path, 18)
 
     for prefix, compression in _OTHER_COMPRESSIONS.items():
         if magic.startswith(prefix):
@@ -385,15 +390,7 @@ def stream_fasta(path: str | os.PathLike, *, block_size: int = STREAM_BLOCK) -> 
 
 def _open_stream(path: Path):
     """A binary file handle on the (decompressed) bytes: gzip (bgzip is gzip too) by its magic bytes."""
-    try:
-        with open(path, "rb") as file:
-            magic = file.read(6)
-    except FileNotFoundError:
-        raise FastaError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FastaError(f"{path}: is a folder, not a FASTA file") from None
-    except OSError as error:
-        raise FastaError(f"{path}: cannot read it ({error.strerror})") from None
+    magic = _first_bytes(path, 6)
     for prefix, compression in _OTHER_COMPRESSIONS.items():
         if magic.startswith(prefix):
             raise FastaError(f"{path}: is {compression}-compressed; decompress it or recompress it with gzip/bgzip")
