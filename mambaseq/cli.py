@@ -53,11 +53,19 @@ def pretrain(
     out: Optional[Path] = typer.Option(None, help="run folder to write"),
     resume: Optional[Path] = typer.Option(None, help="continue this run folder from its newest checkpoint, "
                                           "with its saved settings (--genome: only if the genome moved)"),
-    intervals: Optional[Path] = typer.Option(None, help="BED 'chrom start end split' (train/valid/test)"),
+    intervals: Optional[Path] = typer.Option(None, help="BED 'chrom start end split' (train/valid/test, or "
+                                             "fold labels: see --split-names)"),
+    split_names: Optional[str] = typer.Option(None, help="which bed labels are held out, as SPLIT=LABEL pairs; "
+                                              "other foldK labels train (default: valid=fold4,test=fold3, "
+                                              "Borzoi's folds)"),
     valid_contig: Optional[list[str]] = typer.Option(None, help="hold out these whole contigs (repeatable)"),
     contig: Optional[list[str]] = typer.Option(None, help="train on these contigs only (repeatable)"),
     all_contigs: bool = typer.Option(False, help="use every contig, not only chr1-22, X, Y"),
     seq_len: int = typer.Option(1024, help="window length in bases"),
+    seq_len_warmup_steps: int = typer.Option(0, help="sequence-length warm-up: over this many first steps the "
+                                             "window doubles from --seq-len-start up to --seq-len, in equal "
+                                             "stages (0: off)"),
+    seq_len_start: int = typer.Option(64, help="first window length of the sequence-length warm-up"),
     batch_size: int = typer.Option(8),
     grad_accum: int = typer.Option(1, help="micro-batches per optimizer step"),
     steps: int = typer.Option(1000, help="optimizer steps"),
@@ -82,7 +90,7 @@ def pretrain(
     Example: mambaseq pretrain --genome hg38.fa --out runs/hg38 --seq-len 4096 --steps 20000
     """
     from mambaseq.config import ModelConfig, TrainConfig
-    from mambaseq.pipelines.pretrain import PretrainError
+    from mambaseq.pipelines.pretrain import PretrainError, parse_split_names
     from mambaseq.pipelines.pretrain import pretrain as run_pretrain
 
     if resume is not None:
@@ -101,9 +109,13 @@ def pretrain(
                                 max_minutes=minutes, lr=lr, warmup_steps=warmup_steps, eval_every=eval_every,
                                 eval_windows=eval_windows, valid_fraction=valid_fraction, seed=seed,
                                 checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
-                                keep_checkpoints=keep_checkpoints, num_workers=workers)
+                                keep_checkpoints=keep_checkpoints, num_workers=workers,
+                                seq_len_warmup_steps=seq_len_warmup_steps, seq_len_start=seq_len_start)
+        if split_names is not None and intervals is None:
+            raise PretrainError("--split-names labels the intervals of an --intervals bed; none was given")
         summary = run_pretrain(genome, out, model_cfg, train_cfg, device=device, contigs=contig or None,
-                               valid_contigs=valid_contig or None, intervals=intervals, all_contigs=all_contigs)
+                               valid_contigs=valid_contig or None, intervals=intervals, all_contigs=all_contigs,
+                               split_names=None if split_names is None else parse_split_names(split_names))
     typer.echo(f"held-out bits/base {summary['valid_bits_per_base']:.4f} after {summary['steps']} steps; "
                f"run folder: {out}")
 
@@ -335,8 +347,9 @@ def predict(
     force: bool = typer.Option(False, help="redo inputs already done"),
     per_position: bool = typer.Option(False, help="lm runs: also the log-probability of every base"),
     batch_size: int = typer.Option(32, help="records per forward pass, at most"),
-    max_tokens: int = typer.Option(131072, help="padded tokens per forward pass, at most; longer LM records "
-                                   "are streamed in chunks of this size"),
+    max_tokens: Optional[int] = typer.Option(None, help="padded tokens per forward pass, at most (default 131072 "
+                                             "on a GPU, 16384 on the CPU; memory grows with it); longer LM records "
+                                             "are streamed in chunks of this size"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ... (torchrun: one GPU per rank)"),
     quiet: bool = typer.Option(False, help="no progress bar (also off when stderr is not a terminal)"),
 ) -> None:

@@ -110,6 +110,11 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between resumable checkpoints (0: at every evaluation)
     checkpoint_minutes: float = 0.0  # > 0: also checkpoint when this much time passed since the last one
     keep_checkpoints: int = 2  # the newest k checkpoints are kept
+    # sequence-length warm-up (pretraining; as in HyenaDNA, Nguyen et al. 2023): over the first
+    # seq_len_warmup_steps steps the window starts at seq_len_start bases and doubles in equal stages up to
+    # seq_len; 0 steps: always seq_len
+    seq_len_warmup_steps: int = 0
+    seq_len_start: int = 64
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "steps", "grad_accum", "eval_every", "eval_windows",
@@ -126,6 +131,12 @@ class TrainConfig:
         _check(self.num_workers >= 0, "train.num_workers must be >= 0")
         _check(self.checkpoint_every >= 0 and self.checkpoint_minutes >= 0,
                "train.checkpoint_every and train.checkpoint_minutes must be >= 0")
+        _check(isinstance(self.seq_len_warmup_steps, int) and self.seq_len_warmup_steps >= 0,
+               f"train.seq_len_warmup_steps must be an integer >= 0, got {self.seq_len_warmup_steps!r}")
+        if self.seq_len_warmup_steps:  # 2 bases: the shortest window with a next-base target
+            _check(isinstance(self.seq_len_start, int) and 2 <= self.seq_len_start < self.seq_len,
+                   f"train.seq_len_start must be an integer in [2, seq_len {self.seq_len}) for a sequence-length "
+                   f"warm-up, got {self.seq_len_start!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

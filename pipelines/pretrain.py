@@ -1,15 +1,18 @@
 """Causal next-base pretraining on a FASTA genome: random windows in, a resumable run folder out.
 
 Split (written to config.json's extra.split): a BED of `chrom start end split` intervals (train / valid /
-test; the HyenaDNA/Caduceus/Basenji layout), or whole held-out contigs (`valid_contigs`), or by default the
-last `valid_fraction` of every contig, so a single-sequence genome still gets a validation set. Contigs: the
-main chromosomes (chr1-22, X, Y) when the genome has any, else all; `contigs` picks explicitly.
+test, the HyenaDNA/Caduceus/Basenji layout; or fold labels as in Borzoi's bed, by default fold4 valid, fold3
+test, the other folds train: `split_names` changes that), or whole held-out contigs (`valid_contigs`), or by
+default the last `valid_fraction` of every contig, so a single-sequence genome still gets a validation set.
+Contigs: the main chromosomes (chr1-22, X, Y) when the genome has any, else all; `contigs` picks explicitly.
 
 Windows: uniform over the training regions, weighted by length; windows with more than `max_n_fraction` N
 are redrawn; half are reverse-complemented (`rc_augment`). N is an input token but never a target, so loss
 and bits/base (= cross-entropy in nats / ln 2) count real bases only, and an all-N batch gives 0, not NaN.
 Step s draws its windows from an RNG seeded by (seed, s, rank): the data order is the same after a resume
 and different on every DDP rank. DataLoader workers (`num_workers`) each open their own FASTA handle.
+Optional sequence-length warm-up (`seq_len_warmup_steps`, HyenaDNA's): windows start at `seq_len_start`
+bases and double in equal stages up to `seq_len` (`window_length`); held-out windows are always seq_len.
 
 Run folder: config.json + model.safetensors + train_state.safetensors (final), checkpoints/step-NNNNNNNN/
 (the same, every `checkpoint_every` steps or `checkpoint_minutes`, written to a temporary folder and renamed,
@@ -21,9 +24,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
+import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +49,10 @@ from mambaseq.tokenizers import N_ID, PAD_ID, encode, reverse_complement
 
 LN2 = math.log(2.0)
 SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
+# Borzoi's bed (calico/borzoi data/sequences_human.bed.gz) labels its intervals fold0..fold7 and holds out
+# fold3 (test) and fold4 (valid); a fold not named in the mapping trains
+DEFAULT_SPLIT_NAMES = {"fold4": "valid", "fold3": "test"}
+FOLD = re.compile(r"fold\d+")
 
 
 class PretrainError(ValueError):
@@ -58,26 +67,58 @@ class Region:
 
 
 # ---- split ------------------------------------------------------------------------------------------------
-def read_split_bed(path: str | Path, lengths: dict[str, int], chosen: set[str]) -> dict[str, list[Region]]:
+def parse_split_names(text: str) -> dict[str, str]:
+    """'valid=fold4,test=fold3' -> {'fold4': 'valid', 'fold3': 'test'} (bed label -> split)."""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        part, _, name = (x.strip() for x in item.partition("="))
+        if part.lower() not in SPLIT_NAMES or not name:
+            raise PretrainError(f"--split-names: expected SPLIT=LABEL pairs with SPLIT train, valid or test (e.g. "
+                                f"valid=fold4,test=fold3), got {item!r}")
+        if name.lower() in mapping:
+            raise PretrainError(f"--split-names: label {name!r} is given twice")
+        mapping[name.lower()] = SPLIT_NAMES[part.lower()]
+    if not mapping:
+        raise PretrainError("--split-names: no SPLIT=LABEL pair given (e.g. valid=fold4,test=fold3)")
+    return mapping
+
+
+def split_of(label: str, split_names: dict[str, str]) -> str | None:
+    """The split a bed label belongs to: the mapping first, then train/valid/test, then any other foldK
+    trains; None for an unknown label."""
+    label = label.lower()
+    if label in split_names:
+        return split_names[label]
+    if label in SPLIT_NAMES:
+        return SPLIT_NAMES[label]
+    return "train" if FOLD.fullmatch(label) else None
+
+
+def read_split_bed(path: str | Path, lengths: dict[str, int], chosen: set[str],
+                   split_names: dict[str, str] | None = None) -> dict[str, list[Region]]:
     """{'train': [...], 'valid': [...], 'test': [...]} from a 4-column BED.
 
-    A contig missing from the genome (`lengths`) is an error; one left out by the contig filter (`chosen`)
-    is skipped."""
+    The split column may say train/valid/test or hold fold labels, placed by `split_names` (label -> split;
+    default DEFAULT_SPLIT_NAMES, Borzoi's). A contig missing from the genome (`lengths`) is an error; one left
+    out by the contig filter (`chosen`) is skipped."""
     path = Path(path)
+    split_names = DEFAULT_SPLIT_NAMES if split_names is None else split_names
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise PretrainError(f"{path}: cannot read the intervals ({err})") from None
     split: dict[str, list[Region]] = {"train": [], "valid": [], "test": []}
+    labels: dict[str, int] = {}  # label -> intervals used, for the message when a split is empty
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith(("#", "track", "browser")):
             continue
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) < 4 or not fields[1].isdigit() or not fields[2].isdigit():
             raise PretrainError(f"{path}:{number}: expected 'chrom start end split', got {line[:80]!r}")
-        chrom, start, end, name = fields[0], int(fields[1]), int(fields[2]), fields[3].lower()
-        if name not in SPLIT_NAMES:
-            raise PretrainError(f"{path}:{number}: unknown split {fields[3]!r} (expected train, valid or test)")
+        chrom, start, end, part = fields[0], int(fields[1]), int(fields[2]), split_of(fields[3], split_names)
+        if part is None:
+            raise PretrainError(f"{path}:{number}: unknown split {fields[3]!r} (expected train, valid, test or a "
+                                f"foldK label; map other labels with --split-names, e.g. valid=holdout)")
         if chrom not in lengths:
             raise PretrainError(f"{path}:{number}: contig {chrom!r} is not in the genome")
         if chrom not in chosen:
@@ -85,23 +126,35 @@ def read_split_bed(path: str | Path, lengths: dict[str, int], chosen: set[str]) 
         if not start < end <= lengths[chrom]:
             raise PretrainError(f"{path}:{number}: interval {chrom}:{start}-{end} is empty or runs past the "
                                 f"contig's end ({lengths[chrom]:,})")
-        split[SPLIT_NAMES[name]].append(Region(chrom, start, end))
+        split[part].append(Region(chrom, start, end))
+        labels[fields[3]] = labels.get(fields[3], 0) + 1
     if not split["train"] and not split["valid"]:
         raise PretrainError(f"{path}: no train or valid interval lies on the contigs in use")
+    for part in ("train", "valid"):
+        if not split[part]:
+            found = ", ".join(f"{label} x{count} -> {split_of(label, split_names)}" for label, count in labels.items())
+            raise PretrainError(f"{path}: no {part} interval lies on the contigs in use (labels: {found}; split "
+                                f"names: {describe_split_names(split_names)}; change them with --split-names)")
     return split
+
+
+def describe_split_names(split_names: dict[str, str]) -> str:
+    """'valid=fold4, test=fold3, other folds train', as written to the run's split record."""
+    return ", ".join(f"{part}={label}" for label, part in split_names.items()) + ", other folds train"
 
 
 def plan_split(genome: Genome, seq_len: int, valid_fraction: float, contigs: list[str] | None = None,
                valid_contigs: list[str] | None = None, intervals: str | Path | None = None,
-               all_contigs: bool = False) -> dict:
+               all_contigs: bool = False, split_names: dict[str, str] | None = None) -> dict:
     """Train and valid regions (each at least seq_len long) and how they were chosen."""
     names = contigs or (genome.names if all_contigs else main_chromosomes(genome.names) or genome.names)
     for name in list(names) + list(valid_contigs or []):
         if name not in genome.lengths:
             raise PretrainError(f"{genome.path}: no contig named {name!r}")
     if intervals is not None:
-        split = read_split_bed(intervals, genome.lengths, set(names) | set(valid_contigs or []))
-        how = f"intervals from {Path(intervals).resolve()}"
+        split_names = DEFAULT_SPLIT_NAMES if split_names is None else split_names
+        split = read_split_bed(intervals, genome.lengths, set(names) | set(valid_contigs or []), split_names)
+        how = f"intervals from {Path(intervals).resolve()} ({describe_split_names(split_names)})"
     elif valid_contigs:
         split = {"train": [Region(n, 0, genome.lengths[n]) for n in names if n not in valid_contigs],
                  "valid": [Region(n, 0, genome.lengths[n]) for n in valid_contigs], "test": []}
@@ -122,29 +175,57 @@ def plan_split(genome: Genome, seq_len: int, valid_fraction: float, contigs: lis
     return {"how": how, **{k: [[r.contig, r.start, r.end] for r in v] for k, v in split.items()}}
 
 
+def window_length(cfg: TrainConfig, step: int) -> int:
+    """Training window length at 0-based `step`: the sequence-length warm-up schedule.
+
+    With K = seq_len_warmup_steps > 0 and n = ceil(log2(seq_len / seq_len_start)) stages, stage i (steps
+    [i K / n, (i+1) K / n)) uses seq_len_start * 2**i bases; from step K on, seq_len. The batch size stays the
+    same, so early steps carry fewer tokens and memory never exceeds the full length's. A pure function of the
+    step: a resumed run and every DDP rank and DataLoader worker agree on it.
+    """
+    warmup, start = cfg.seq_len_warmup_steps, cfg.seq_len_start
+    if step >= warmup:
+        return cfg.seq_len
+    stages = math.ceil(math.log2(cfg.seq_len / start))
+    return start * 2 ** (step * stages // warmup)
+
+
 class WindowSampler:
-    """Training and validation windows of `seq_len` bases from a planned split."""
+    """Training and validation windows of `seq_len` bases (training: up to seq_len) from a planned split."""
 
     def __init__(self, genome: Genome, split: dict, seq_len: int, max_n_fraction: float):
         self.genome, self.seq_len, self.max_n_fraction = genome, seq_len, max_n_fraction
         self.train = [Region(*r) for r in split["train"]]
         self.valid = [Region(*r) for r in split["valid"]]
-        spans = np.array([r.end - r.start - seq_len + 1 for r in self.train], dtype=np.float64)
-        self._weights = spans / spans.sum()
+        self._weights: dict[int, np.ndarray] = {}
 
-    def _window(self, region: Region, start: int) -> np.ndarray:
-        raw = self.genome.fetch(region.contig, start, start + self.seq_len)
-        return encode(raw, name=f"{region.contig}:{start + 1}-{start + self.seq_len}")
+    def _region_weights(self, length: int) -> np.ndarray:
+        """P(region) proportional to its number of window starts, so windows are uniform over all starts."""
+        if length not in self._weights:
+            spans = np.array([r.end - r.start - length + 1 for r in self.train], dtype=np.float64)
+            self._weights[length] = spans / spans.sum()
+        return self._weights[length]
 
-    def train_batch(self, rng: np.random.Generator, batch_size: int, rc_augment: bool) -> torch.Tensor:
-        """(batch, seq_len) int64 ids; windows over the N limit are redrawn (100 tries, then kept)."""
+    def _window(self, region: Region, start: int, length: int | None = None) -> np.ndarray:
+        length = length or self.seq_len
+        raw = self.genome.fetch(region.contig, start, start + length)
+        return encode(raw, name=f"{region.contig}:{start + 1}-{start + length}")
+
+    def train_batch(self, rng: np.random.Generator, batch_size: int, rc_augment: bool,
+                    length: int | None = None) -> torch.Tensor:
+        """(batch, length) int64 ids (length: seq_len by default, at most seq_len); windows over the N limit are
+        redrawn (100 tries, then kept)."""
+        length = length or self.seq_len
+        if not 1 <= length <= self.seq_len:
+            raise PretrainError(f"window length {length} outside [1, seq_len {self.seq_len}]")
+        weights = self._region_weights(length)
         rows = []
         for _ in range(batch_size):
             for _attempt in range(100):
-                region = self.train[rng.choice(len(self.train), p=self._weights)]
-                start = region.start + int(rng.integers(0, region.end - region.start - self.seq_len + 1))
-                ids = self._window(region, start)
-                if np.count_nonzero(ids == N_ID) <= self.max_n_fraction * self.seq_len:
+                region = self.train[rng.choice(len(self.train), p=weights)]
+                start = region.start + int(rng.integers(0, region.end - region.start - length + 1))
+                ids = self._window(region, start, length)
+                if np.count_nonzero(ids == N_ID) <= self.max_n_fraction * length:
                     break
             if rc_augment and rng.random() < 0.5:
                 ids = reverse_complement(ids)
@@ -159,7 +240,8 @@ class WindowSampler:
 
 
 class TrainBatches(IterableDataset):
-    """Micro-batches for steps [first_step, last_step), step s drawn with RNG (seed, s, rank).
+    """Micro-batches for steps [first_step, last_step), step s drawn with RNG (seed, s, rank), its windows
+    `window_length(cfg, s)` long.
 
     With k DataLoader workers, worker w makes every k-th micro-batch; the loader's round-robin order then
     gives them back in step order, so the data is the same for any k.
@@ -175,7 +257,8 @@ class TrainBatches(IterableDataset):
         items = [(s, m) for s in range(self.first_step, self.last_step) for m in range(self.cfg.grad_accum)]
         for step, micro in items[worker::workers]:
             rng = np.random.default_rng([self.cfg.seed, step, self.rank, micro])
-            yield self.sampler.train_batch(rng, self.cfg.batch_size, self.cfg.rc_augment)
+            yield self.sampler.train_batch(rng, self.cfg.batch_size, self.cfg.rc_augment,
+                                           window_length(self.cfg, step))
 
 
 # ---- loss and evaluation ----------------------------------------------------------------------------------
@@ -242,30 +325,81 @@ def _truncate_log(path: Path, last_step: int) -> list[dict]:
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
-def _init_distributed(device: str) -> tuple[int, int, int]:
-    """(rank, world size, local rank); joins the torchrun process group when there is one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
+def _join_process_group(device: str) -> tuple[torch.device, bool]:
+    """(this rank's device, whether this call created the process group); joins torchrun's group if any."""
+    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if dev.type == "cuda" and dev.index is None and world > 1:  # plain "cuda" under torchrun: this rank's GPU
+        dev = torch.device("cuda", local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world == 1 or dist.is_initialized():
+        return dev, False
+    if dev.type == "cuda":  # device_id binds NCCL to this rank's GPU (else every barrier warns it guesses)
+        dist.init_process_group("nccl", device_id=dev)
+    else:
+        dist.init_process_group("gloo")
+    return dev, True
+
+
+def _rank0_decides(value: bool, dev: torch.device) -> bool:
+    """Rank 0's value on every rank (steps where all ranks must take the same branch)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    flag = torch.tensor(float(value), device=dev)  # on the rank's device: NCCL has no CPU tensors
+    dist.broadcast(flag, 0)
+    return bool(flag.item())
+
+
+def _check_writable(out: Path, rank: int, dev: torch.device) -> None:
+    """Fail at once, on every rank, when rank 0 cannot create or write the run folder."""
+    problem = None
+    if rank == 0:
+        # folders the probe creates, deepest first: removed again, so a run that fails later leaves none behind
+        made = [p for p in [out, *out.parents] if not p.exists()]
+        try:
+            if out.exists() and not out.is_dir():
+                problem = "it is a file, not a folder"
+            else:
+                out.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+                    pass
+        except OSError as err:  # a path under a file, no permission, read-only file system ...
+            problem = err.strerror or type(err).__name__
+        for folder in made:
+            with suppress(OSError):
+                folder.rmdir()
+    if _rank0_decides(problem is not None, dev):
+        raise PretrainError(f"{out}: cannot write the run folder ({problem or 'rank 0 cannot write it'})")
 
 
 def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelConfig | None = None,
              train_cfg: TrainConfig | None = None, device: str = "auto", contigs: list[str] | None = None,
              valid_contigs: list[str] | None = None, intervals: str | Path | None = None,
-             all_contigs: bool = False, resume: bool = False, show_progress: bool = True) -> dict:
+             all_contigs: bool = False, resume: bool = False, show_progress: bool = True,
+             split_names: dict[str, str] | None = None) -> dict:
     """Train a causal LM on `genome_path`, write the run folder `out`, return the summary.
 
     resume=True: continue `out` from its newest checkpoint with its saved settings (model_cfg, train_cfg and
-    the split are taken from it; genome_path may point to the genome's new location).
+    the split are taken from it; genome_path may point to the genome's new location). A new run into a folder
+    that holds a run replaces it: the old checkpoints go, so a later resume cannot pick up the other model.
+    split_names: bed label -> split (see read_split_bed). Under torchrun, the process group this call creates
+    is destroyed again when it returns or fails, so a process makes one call (gloo cannot reliably join a new
+    group after destroying one); a caller that wants several initialises the group itself, which is then left
+    alone.
     """
-    out = Path(out)
-    rank, world, local_rank = _init_distributed(device)
-    dev = pick_device(device, local_rank)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
+    dev, created = _join_process_group(device)
+    try:
+        return _pretrain(genome_path, Path(out), model_cfg, train_cfg, dev, contigs, valid_contigs, intervals,
+                         all_contigs, resume, show_progress, split_names)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _pretrain(genome_path, out: Path, model_cfg, train_cfg, dev: torch.device, contigs, valid_contigs,
+              intervals, all_contigs, resume, show_progress, split_names) -> dict:
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     start_step, resumed_from = 0, None
     if resume:
         resumed_from = latest_checkpoint(out)
@@ -278,11 +412,12 @@ def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelCo
         raise PretrainError("a new run needs model and training settings")
     if genome_path is None:
         raise PretrainError("no genome given")
+    _check_writable(out, rank, dev)  # before any work that a late failure would waste
 
     with open_fasta(genome_path) as genome:
         if not resume:
             split = plan_split(genome, train_cfg.seq_len, train_cfg.valid_fraction, contigs, valid_contigs,
-                               intervals, all_contigs)
+                               intervals, all_contigs, split_names)
             torch.manual_seed(train_cfg.seed)
             model = MambaModel(model_cfg).to(dev)
             run_cfg = RunConfig(task="lm", model=model_cfg, train=train_cfg,
@@ -309,6 +444,7 @@ def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelCo
                 history = _truncate_log(log_path, start_step)
             else:
                 log_path.unlink(missing_ok=True)
+                shutil.rmtree(out / "checkpoints", ignore_errors=True)  # another run's: resume must not find them
         started = last_checkpoint = time.monotonic()
         step = start_step
         every = train_cfg.checkpoint_every or train_cfg.eval_every
@@ -316,13 +452,11 @@ def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelCo
         with TrainingProgress(train_cfg.steps, start_step, enabled=show_progress and rank == 0) as progress, \
                 (log_path.open("a") if rank == 0 else nullcontext()) as log:
             while step < train_cfg.steps:
-                stop = torch.tensor(float(bool(train_cfg.max_minutes)
-                                          and time.monotonic() - started > 60 * train_cfg.max_minutes))
-                if world > 1:  # every rank must stop at the same step
-                    dist.broadcast(stop, 0)
-                if stop.item():
+                # every rank must stop at the same step
+                if _rank0_decides(bool(train_cfg.max_minutes)
+                                  and time.monotonic() - started > 60 * train_cfg.max_minutes, dev):
                     break
-                tick = time.monotonic()
+                tick, step_tokens = time.monotonic(), 0
                 loss_sum, count_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
                 for micro in range(train_cfg.grad_accum):
                     tokens = next(micro_batches).to(dev, non_blocking=True)
@@ -332,22 +466,22 @@ def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelCo
                         loss, count = next_base_loss(logits, tokens)
                         (loss / count.clamp(min=1) / train_cfg.grad_accum).backward()
                     loss_sum, count_sum = loss_sum + loss.detach(), count_sum + count
-                    tokens_seen += tokens.numel() * world
+                    step_tokens += tokens.numel() * world
                 optimizer_step(model, optimizer, scheduler, train_cfg.grad_clip)
                 step += 1
+                tokens_seen += step_tokens
                 bits = loss_sum.item() / max(count_sum.item(), 1) / LN2
-                rate = world * train_cfg.batch_size * train_cfg.grad_accum * train_cfg.seq_len / (time.monotonic() - tick)
+                rate = step_tokens / (time.monotonic() - tick)
                 record = {"step": step, "train_bits_per_base": bits, "tokens_per_s": rate,
                           "lr": scheduler.get_last_lr()[0], "elapsed_s": time.monotonic() - started}
+                if train_cfg.seq_len_warmup_steps:
+                    record["seq_len"] = tokens.shape[1]
                 if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
                     record["valid_bits_per_base"] = evaluate(model, valid, train_cfg.batch_size, dev)
                 state.counters = {"step": step, "tokens_seen": tokens_seen}
-                due = step % every == 0 or (train_cfg.checkpoint_minutes
-                                            and time.monotonic() - last_checkpoint > 60 * train_cfg.checkpoint_minutes)
-                if world > 1:
-                    due_flag = torch.tensor(float(bool(due)))
-                    dist.broadcast(due_flag, 0)
-                    due = bool(due_flag.item())
+                due = _rank0_decides(step % every == 0 or bool(
+                    train_cfg.checkpoint_minutes
+                    and time.monotonic() - last_checkpoint > 60 * train_cfg.checkpoint_minutes), dev)
                 history.append(record)  # on every rank: the end of the run decides on it collectively
                 if rank == 0:
                     log.write(json.dumps(record) + "\n")
@@ -360,10 +494,8 @@ def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelCo
                     dist.barrier()
         last = history[-1] if history else {}
         valid_bits = last.get("valid_bits_per_base")
-        need_eval = torch.tensor(float(valid_bits is None))  # stopped by the time limit between evaluations
-        if world > 1:  # rank 0's history decides: evaluation is collective
-            dist.broadcast(need_eval, 0)
-        if need_eval.item():
+        # stopped by the time limit between evaluations; rank 0's history decides: evaluation is collective
+        if _rank0_decides(valid_bits is None, dev):
             valid_bits = evaluate(model, valid, train_cfg.batch_size, dev)
     summary = {"valid_bits_per_base": valid_bits, "train_bits_per_base": last.get("train_bits_per_base"),
                "steps": step, "tokens_seen": tokens_seen, "elapsed_s": time.monotonic() - started,

@@ -42,6 +42,7 @@ def test_pretrain_command_writes_run(tmp_path, monkeypatch, capsys):
     (b"", "empty"),
     (b"hello world\n", "not a fasta"),
     (b">a\nACGT\n>a\nACGT\n", "duplicate"),
+    (b">a\n>b\nACGT\n", "record 'a' has no sequence"),
 ])
 def test_bad_genome_is_one_line_error(tmp_path, monkeypatch, capsys, content, fragment):
     genome = tmp_path / "bad.fa"
