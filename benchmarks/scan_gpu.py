@@ -16,33 +16,25 @@ rest of the run (the table says which). Writes DIR/scan_h200.json and DIR/scan_h
 import argparse
 import datetime
 import json
-import sys
-import types
 from pathlib import Path
 
 import torch
 import triton
+from gpu_common import DEFAULT_BASELINE_TOOL, REPO, load_mamba_ssm, use_source_tree
 from triton.testing import do_bench
 
-REPO = Path(__file__).resolve().parents[1]
 SHAPES = [(8, 2048), (8, 8192), (2, 32768), (1, 131072)]
 E, N = 1536, 16
 COPY_BW, EXP_RATE = 4.25e12, 4.2e12
 STEP_BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
-# BE, NL, num_warps, segments of L (None: the launcher's choice); NOTES.md: wider forward variants were slower
+# forward: BE, NL, num_warps, segments of L (None: the launcher's choice); NOTES.md: wider variants were slower
 FWD_SWEEP = [(32, 1, 1, None), (64, 1, 2, None)]
-BWD_SWEEP = [(16, 4, 1, None), (16, 4, 1, 1), (16, 4, 1, 16), (8, 4, 1, None)]
+# backward: BE, NG lanes per channel, num_warps, segments of L; NOTES.md says why these
+BWD_SWEEP = [(16, 2, 1, None), (16, 2, 1, 1), (16, 4, 1, None)]
 
 
 def import_kernels():
-    """mambaseq.kernels maps to ./kernels only once installed; register the mapping when it is not."""
-    sys.path.insert(0, str(REPO))
-    try:
-        import mambaseq.kernels  # noqa: F401
-    except ImportError:
-        mod = types.ModuleType("mambaseq.kernels")
-        mod.__path__ = [str(REPO / "kernels")]
-        sys.modules["mambaseq.kernels"] = mod
+    use_source_tree()
     from mambaseq.kernels.selective_scan_bwd import scan_bwd
     from mambaseq.kernels.selective_scan_fwd import scan_fwd
     from mambaseq.ops import triton_scan
@@ -100,16 +92,16 @@ def sweep(scan_fwd, scan_bwd, sm_count, log):
         bwd = []
         dy = torch.randn_like(x["u"])
         _, _, ckpt = scan_fwd(*args, store_hN=False, store_ckpt=True, sm_count=sm_count)
-        for BE, NL, nw, sg in BWD_SWEEP:
+        for BE, NG, nw, sg in BWD_SWEEP:
             try:
                 ms = bench(lambda: scan_bwd(dy, None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
-                                            x["delta_bias"], None, ckpt, True, False, False, BE=BE, NL=NL,
-                                            num_warps=nw, segments=sg))
+                                            x["delta_bias"], None, ckpt, True, False, False, BE=BE, NG=NG,
+                                            num_warps=nw, segments=sg, sm_count=sm_count))
             except Exception as err:
-                log(f"bwd {batch}x{L} BE={BE} NL={NL} nw={nw} S={sg}: {type(err).__name__}: {err}"[-400:])
+                log(f"bwd {batch}x{L} BE={BE} NG={NG} nw={nw} S={sg}: {type(err).__name__}: {err}"[-400:])
                 continue
-            bwd.append(dict(BE=BE, NL=NL, num_warps=nw, segments=sg, ms=ms))
-            log(f"bwd {batch}x{L} BE={BE} NL={NL} nw={nw} S={sg}: {ms:.3f} ms")
+            bwd.append(dict(BE=BE, NG=NG, num_warps=nw, segments=sg, ms=ms))
+            log(f"bwd {batch}x{L} BE={BE} NG={NG} nw={nw} S={sg}: {ms:.3f} ms")
         best[(batch, L)] = (min(fwd, key=lambda r: r["ms"]), min(bwd, key=lambda r: r["ms"]), fwd, bwd)
         del x, dy, ckpt
         torch.cuda.empty_cache()
@@ -119,7 +111,7 @@ def sweep(scan_fwd, scan_bwd, sm_count, log):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sdist", help="unpacked mamba_ssm-2.3.2.post1 sdist (baseline); omitted: no baseline")
-    ap.add_argument("--baseline-tool", default=str(REPO.parent / "shared" / "tools" / "mamba_ssm_baseline.py"))
+    ap.add_argument("--baseline-tool", default=str(DEFAULT_BASELINE_TOOL))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--no-reference", action="store_true")
@@ -141,9 +133,7 @@ def main():
 
     mamba_fn = mamba_step = None
     if opts.sdist:
-        sys.path.insert(0, str(Path(opts.baseline_tool).parent))
-        from mamba_ssm_baseline import load
-        mamba_fn, mamba_step = load(opts.sdist)
+        mamba_fn, mamba_step = load_mamba_ssm(opts.sdist, opts.baseline_tool)
 
     rows = []
     for batch, L in SHAPES:
@@ -152,7 +142,7 @@ def main():
         if (batch, L) in best:
             bf, bb = best[(batch, L)][:2]
             ts.FWD_CONFIG = {k: bf[k] for k in ("BE", "NL", "num_warps", "segments")}
-            ts.BWD_CONFIG = {k: bb[k] for k in ("BE", "NL", "num_warps", "segments")}
+            ts.BWD_CONFIG = {k: bb[k] for k in ("BE", "NG", "num_warps", "segments")}
             row["sweep"] = dict(fwd=best[(batch, L)][2], bwd=best[(batch, L)][3])
         row["config"] = dict(fwd=dict(ts.FWD_CONFIG), bwd=dict(ts.BWD_CONFIG))
         kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)

@@ -31,26 +31,61 @@ LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E): ex2 is the
 
 @triton.jit
 def softplus(x):
-    """log(1 + exp(x)) as torch computes it (identity above 20), accurate for very negative x."""
-    e = tl.exp(tl.minimum(x, 20.0))
-    # log(1 + e) loses e's digits when e << 1; the series is exact to fp32 there
-    small = e * (1.0 - 0.5 * e)
-    return tl.where(x > 20.0, x, tl.where(e < 1e-3, small, tl.log(1.0 + e)))
+    """log(1 + exp(x)) = max(x, 0) + log1p(w), w = exp(-|x|) in (0, 1]: one exp2 and a degree-8 polynomial for
+    log1p(w) / w (relative error < 3e-7 in fp32) instead of the ~30-instruction software log; above 20 it
+    returns x exactly, as torch's softplus does."""
+    w = tl.exp2(-tl.abs(x) * LOG2E)
+    p = 0.004448358900845051 * w - 0.02620724029839039
+    p = p * w + 0.07252670079469681
+    p = p * w - 0.13142044842243195
+    p = p * w + 0.18835607171058655
+    p = p * w - 0.24763894081115723
+    p = p * w + 0.3330696225166321
+    p = p * w - 0.49998676776885986
+    p = p * w + 0.9999998211860657
+    return tl.maximum(x, 0.0) + p * w
 
 
 @triton.jit
-def unpack4(x, R: tl.constexpr):
-    """The 4 columns of an (R, 4) tile, in order, as (R,) vectors."""
-    lo, hi = tl.split(tl.reshape(x, (R, 2, 2)))  # [r, k, m] = column 2k + m; split takes m
+def sigmoid(x):
+    """1 / (1 + exp(-x)) with the bare hardware exp2 (tl.sigmoid's exp adds range fix-ups on the GPU)."""
+    return 1.0 / (1.0 + tl.exp2(-x * LOG2E))
+
+
+@triton.jit
+def unpack4(x, SHAPE: tl.constexpr):
+    """The 4 slices of a (*SHAPE, 4) tile along its last axis, in order."""
+    lo, hi = tl.split(tl.reshape(x, SHAPE + (2, 2)))  # [..., k, m] = column 2k + m; split takes m
     x0, x2 = tl.split(lo)
     x1, x3 = tl.split(hi)
     return x0, x1, x2, x3
 
 
 @triton.jit
-def pack4(x0, x1, x2, x3, R: tl.constexpr):
-    """Inverse of unpack4: the (R, 4) tile with columns x0..x3."""
-    return tl.reshape(tl.join(tl.join(x0, x2), tl.join(x1, x3)), (R, 4))
+def pack4(x0, x1, x2, x3, SHAPE: tl.constexpr):
+    """Inverse of unpack4: the (*SHAPE, 4) tile with slices x0..x3."""
+    return tl.reshape(tl.join(tl.join(x0, x2), tl.join(x1, x3)), SHAPE + (4,))
+
+
+@triton.jit
+def chunk_steps(c, L, REVERSE: tl.constexpr):
+    """Memory positions (4,) of chunk c's steps and their mask (steps past L do nothing)."""
+    t = c * 4 + tl.arange(0, 4)
+    if REVERSE:
+        return L - 1 - t, t < L
+    return t, t < L
+
+
+@triton.jit
+def load_keep(resets_ptr, tm, mask_t, L, REVERSE: tl.constexpr):
+    """keep_t of a chunk's 4 steps as four (1,) vectors: 0.0 where the step starts a packed sequence (no state
+    flows into it), else 1.0. Reversed, the step into memory position m is blocked by resets[m + 1]."""
+    if REVERSE:
+        rm = tm + 1
+    else:
+        rm = tm
+    r = tl.load(resets_ptr + rm, mask=mask_t & (rm < L), other=0)
+    return unpack4(tl.where(r != 0, 0.0, 1.0)[None, :], (1,))
 
 
 @triton.jit
@@ -86,11 +121,12 @@ def _fwd_kernel(
     HAS_H0: tl.constexpr, HAS_RESETS: tl.constexpr, REVERSE: tl.constexpr,
     STORE_HN: tl.constexpr, STORE_CKPT: tl.constexpr, TOTALS: tl.constexpr, HAS_SEG: tl.constexpr,
 ):
-    # The state is an (NT, BE, NL) register tile, the N states of a channel split as NT x NL: Triton's default
-    # layout gives lanes to NL and BE and keeps NT inside each thread, so the sum over N for y costs log2(NL)
-    # shuffles per NT*NL states. Each chunk loads (BE, 4) tiles (4 contiguous steps per channel: one 8-byte
-    # load per thread for bf16) and `tl.split` unpacks the 4 steps, so the recurrence runs step by step in
-    # registers: no associative scan, no cross-lane traffic except the sum over N.
+    # The state is an (NT, BE, NL) register tile, the N states of a channel split as NT x NL. Each chunk loads
+    # (BE, 4) tiles (4 contiguous steps per channel: one 8-byte load per thread for bf16) and `tl.split` unpacks
+    # the 4 steps, so the recurrence runs step by step in registers, no associative scan. Triton takes the
+    # layout from the loads: with NL = 1 (Triton 3.6) A's load, contiguous along N, gives the tile 16 lanes over
+    # NT and 2 over BE, so y's sum over N and the B/C broadcasts cost ~4 shuffles per element (NOTES.md: a
+    # one-channel-per-thread variant without them was slower, bound by loading B/C into every thread).
     n_eb = tl.cdiv(E, BE)
     pid = tl.program_id(0)
     b = pid // n_eb
@@ -133,12 +169,7 @@ def _fwd_kernel(
     for c in range(c0, c1):
         if STORE_CKPT:  # state entering every chunk, for the backward's recomputation; (Bt, n_chunks, E, N)
             tl.store(ckpt_ptr + ((b * n_chunks + c) * E + e3) * N + n3, h, mask=mask3)
-        t = c * 4 + tl.arange(0, 4)
-        mask_t = t < L
-        if REVERSE:
-            tm = L - 1 - t
-        else:
-            tm = t
+        tm, mask_t = chunk_steps(c, L, REVERSE)
         m2 = mask_e[:, None] & mask_t[None, :]  # (BE, 4)
         u = tl.load(u_ptr + offs_e[:, None] * s_ue + tm[None, :], mask=m2, other=0.0).to(tl.float32)
         dt = tl.load(dt_ptr + offs_e[:, None] * s_de + tm[None, :], mask=m2, other=0.0).to(tl.float32)
@@ -149,16 +180,11 @@ def _fwd_kernel(
         dt = tl.where(m2, dt, 0.0)  # masked steps: a = 1, b = 0
         mnt = (n2 < N)[:, None] & mask_t[None, :]  # (BN, 4)
         Bt = tl.load(B_ptr + n2[:, None] * s_Bn + tm[None, :] * s_Bl, mask=mnt, other=0.0).to(tl.float32)
-        dt0, dt1, dt2, dt3 = unpack4(dt, BE)
-        du0, du1, du2, du3 = unpack4(dt * u, BE)
-        B0, B1, B2, B3 = unpack4(Bt, NT * NL)
+        dt0, dt1, dt2, dt3 = unpack4(dt, (BE,))
+        du0, du1, du2, du3 = unpack4(dt * u, (BE,))
+        B0, B1, B2, B3 = unpack4(Bt, (NT * NL,))
         if HAS_RESETS:  # keep = 0 at the first step of a packed sequence: no state flows into it
-            if REVERSE:
-                rm = tm + 1
-            else:
-                rm = tm
-            r = tl.load(resets_ptr + b * s_rb + rm, mask=mask_t & (rm < L), other=0)
-            k0, k1, k2, k3 = unpack4(tl.where(r != 0, 0.0, 1.0)[None, :], 1)
+            k0, k1, k2, k3 = load_keep(resets_ptr + b * s_rb, tm, mask_t, L, REVERSE)
         else:
             k0 = tl.full((1,), 1.0, tl.float32)
             k1 = k0
@@ -175,7 +201,7 @@ def _fwd_kernel(
             a_run *= a
         else:
             Ct = tl.load(C_ptr + n2[:, None] * s_Cn + tm[None, :] * s_Cl, mask=mnt, other=0.0).to(tl.float32)
-            C0, C1, C2, C3 = unpack4(Ct, NT * NL)
+            C0, C1, C2, C3 = unpack4(Ct, (NT * NL,))
             h, a = step(h, dt0, du0, B0, k0, A2, NT, NL)
             y0 = readout(h, C0, NT, NL)
             h, a = step(h, dt1, du1, B1, k1, A2, NT, NL)
@@ -184,13 +210,13 @@ def _fwd_kernel(
             y2 = readout(h, C2, NT, NL)
             h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
             y3 = readout(h, C3, NT, NL)
-            y = pack4(y0, y1, y2, y3, BE)  # (BE, 4)
+            y = pack4(y0, y1, y2, y3, (BE,))  # (BE, 4)
             if HAS_D:
                 y += Dv[:, None] * u
             if HAS_Z:
                 zv = tl.load(z_ptr + b * s_zb + offs_e[:, None] * s_ze + tm[None, :], mask=m2,
                              other=0.0).to(tl.float32)
-                y *= zv * tl.sigmoid(zv)
+                y *= zv * sigmoid(zv)
             tl.store(y_ptr + b * s_yb + offs_e[:, None] * s_ye + tm[None, :],
                      y.to(y_ptr.dtype.element_ty), mask=m2)
 

@@ -45,9 +45,9 @@ def nan_outputs(monkeypatch):
 @pytest.fixture
 def blocks(monkeypatch):
     """Set the kernels' block sizes for one test."""
-    def set_blocks(BE=8, segments=None, NL=4, bwd_segments=None, BE_bwd=None):
+    def set_blocks(BE=8, segments=None, NL=4, bwd_segments=None, BE_bwd=None, NG=2):
         monkeypatch.setattr(triton_scan, "FWD_CONFIG", dict(BE=BE, NL=NL, segments=segments, num_warps=4))
-        monkeypatch.setattr(triton_scan, "BWD_CONFIG", dict(BE=BE_bwd or BE, NL=NL, segments=bwd_segments,
+        monkeypatch.setattr(triton_scan, "BWD_CONFIG", dict(BE=BE_bwd or BE, NG=NG, segments=bwd_segments,
                                                             num_warps=4))
     return set_blocks
 
@@ -74,16 +74,16 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
-# (batch, E, L, N, G, options, blocks): options name what is passed; blocks are (BE, segments of L, NL lanes
-# over N) shared by both kernels, then the backward's own segments of L and BE
+# (batch, E, L, N, G, options, blocks): options name what is passed; blocks are the forward's (BE, segments of L,
+# NL lanes over N), then the backward's segments of L, BE and NG lanes per channel
 CASES = [
-    (2, 4, 1, 16, None, "D z bias softplus h0", (8, None, 4, 1, 8)),
-    (1, 4, 7, 1, None, "", (4, None, 4, 2, 4)),
-    (2, 48, 63, 16, None, "D z bias softplus h0 resets transposed_bc", (16, None, 2, 3, 16)),
-    (1, 48, 63, 1, 4, "D softplus reverse resets h0", (4, 2, 1, 4, 4)),
-    (1, 4, 300, 16, 2, "z bias softplus reverse h0", (2, 5, 4, 7, 2)),
-    (1, 48, 300, 16, None, "D z bias softplus resets", (64, 3, 16, 1, 64)),
-    (2, 4, 300, 16, None, "D z softplus reverse resets h0", (4, None, 1, 16, 4)),
+    (2, 4, 1, 16, None, "D z bias softplus h0", (8, None, 4, 1, 8, 2)),
+    (1, 4, 7, 1, None, "", (4, None, 4, 2, 4, 2)),
+    (2, 48, 63, 16, None, "D z bias softplus h0 resets transposed_bc", (16, None, 2, 3, 32, 4)),
+    (1, 48, 63, 1, 4, "D softplus reverse resets h0", (4, 2, 1, 4, 4, 2)),
+    (1, 4, 300, 16, 2, "z bias softplus reverse h0", (2, 5, 4, 7, 2, 2)),
+    (1, 48, 300, 5, None, "D z bias softplus resets", (64, 3, 16, 1, 16, 4)),
+    (2, 4, 300, 16, None, "D z softplus reverse resets h0", (4, None, 1, 16, 4, 4)),
 ]
 
 
@@ -92,7 +92,7 @@ CASES = [
                               for c in CASES])
 def test_scan_matches_reference(batch, E, L, N, G, options, blk, nan_outputs, blocks):
     opts = set(options.split())
-    blocks(BE=blk[0], segments=blk[1], NL=blk[2], bwd_segments=blk[3], BE_bwd=blk[4])
+    blocks(BE=blk[0], segments=blk[1], NL=blk[2], bwd_segments=blk[3], BE_bwd=blk[4], NG=blk[5])
     gen = torch.Generator().manual_seed(L * 1000 + E)
     x = _inputs(batch, E, L, N, G, gen, transposed_bc="transposed_bc" in opts)
     for name in ("D", "z", "delta_bias"):

@@ -15,9 +15,10 @@ from mambaseq.kernels.selective_scan_bwd import scan_bwd
 from mambaseq.kernels.selective_scan_fwd import scan_fwd
 from mambaseq.kernels.state_update import state_update
 
-# Block sizes, measured on an H200 (benchmarks/NOTES.md): one warp per program, many programs per SM.
+# Block sizes, measured on an H200 (benchmarks/NOTES.md): one warp per program, many programs per SM. The
+# backward gives each channel NG lanes of N/NG states.
 FWD_CONFIG = dict(BE=32, NL=1, num_warps=1)
-BWD_CONFIG = dict(BE=16, NL=4, num_warps=1)
+BWD_CONFIG = dict(BE=16, NG=2, num_warps=1)
 
 _SM_COUNT: dict[int, int] = {}
 
@@ -52,8 +53,8 @@ class _SelectiveScan(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # an unused final state then costs nothing in the backward
         needs_grad = any(ctx.needs_input_grad[:9])
         y, hN, ckpt = scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, resets, softplus_,
-                                   reverse, store_hN=True, store_ckpt=needs_grad,
-                                   sm_count=_sm_count(u.device), **FWD_CONFIG)
+                               reverse, store_hN=True, store_ckpt=needs_grad,
+                               sm_count=_sm_count(u.device), **FWD_CONFIG)
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, resets, ckpt)
             ctx.softplus, ctx.reverse = softplus_, reverse
@@ -68,7 +69,7 @@ class _SelectiveScan(torch.autograd.Function):
         du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = scan_bwd(
             _unit_last(dy), None if dhN is None else dhN.float().contiguous(), u, delta, A, B, C, D, z, delta_bias,
             resets, ckpt, ctx.softplus, ctx.reverse, need_dh0=ctx.has_h0 and ctx.needs_input_grad[8],
-            **BWD_CONFIG)
+            sm_count=_sm_count(u.device), **BWD_CONFIG)
 
         def cast(g, like):
             return None if g is None or like is None else g.to(like.dtype)
