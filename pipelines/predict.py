@@ -84,7 +84,7 @@ from mambaseq.io.atomic import open_atomic, write_bytes_atomic
 from mambaseq.io.fasta import stream_fasta
 from mambaseq.io.sequences import FASTA_SUFFIXES, PARQUET_SUFFIXES, TABLE_SEPARATORS
 from mambaseq.model import MambaModel
-from mambaseq.pipelines.training import autocast_for, pick_device
+from mambaseq.pipelines.training import autocast_for, join_process_group
 from mambaseq.tokenizers import ENCODE_TABLE, N_ID, PAD_ID, TokenizerError, encode
 
 LN2 = math.log(2.0)
@@ -680,19 +680,7 @@ def _one_line(error: BaseException, path: Path) -> str:
 
 def _join_ranks(device: str) -> tuple[int, int, torch.device, bool]:
     """(rank, world size, this rank's device, whether this call joined torchrun's process group)."""
-    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
-    if dev.type == "cuda" and dev.index is None and world > 1:  # plain "cuda" under torchrun: this rank's GPU
-        dev = torch.device("cuda", local_rank)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    joined = False
-    if world > 1 and not dist.is_initialized():
-        if dev.type == "cuda":
-            dist.init_process_group("nccl", device_id=dev)
-        else:
-            dist.init_process_group("gloo")
-        joined = True
+    dev, joined = join_process_group(device)
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), dev, joined
     return 0, 1, dev, joined

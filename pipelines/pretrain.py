@@ -44,7 +44,7 @@ from mambaseq.io.atomic import write_bytes_atomic, write_json_atomic
 from mambaseq.io.fasta import Genome, main_chromosomes, open_fasta
 from mambaseq.model import MambaModel
 from mambaseq.pipelines.progress import TrainingProgress
-from mambaseq.pipelines.training import autocast_for, cosine_schedule, optimizer_step, pick_device
+from mambaseq.pipelines.training import autocast_for, cosine_schedule, join_process_group, optimizer_step
 from mambaseq.tokenizers import N_ID, PAD_ID, encode, reverse_complement
 
 LN2 = math.log(2.0)
@@ -325,23 +325,6 @@ def _truncate_log(path: Path, last_step: int) -> list[dict]:
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
-def _join_process_group(device: str) -> tuple[torch.device, bool]:
-    """(this rank's device, whether this call created the process group); joins torchrun's group if any."""
-    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
-    if dev.type == "cuda" and dev.index is None and world > 1:  # plain "cuda" under torchrun: this rank's GPU
-        dev = torch.device("cuda", local_rank)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world == 1 or dist.is_initialized():
-        return dev, False
-    if dev.type == "cuda":  # device_id binds NCCL to this rank's GPU (else every barrier warns it guesses)
-        dist.init_process_group("nccl", device_id=dev)
-    else:
-        dist.init_process_group("gloo")
-    return dev, True
-
-
 def _rank0_decides(value: bool, dev: torch.device) -> bool:
     """Rank 0's value on every rank (steps where all ranks must take the same branch)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -388,7 +371,7 @@ def pretrain(genome_path: str | Path | None, out: str | Path, model_cfg: ModelCo
     group after destroying one); a caller that wants several initialises the group itself, which is then left
     alone.
     """
-    dev, created = _join_process_group(device)
+    dev, created = join_process_group(device)
     try:
         return _pretrain(genome_path, Path(out), model_cfg, train_cfg, dev, contigs, valid_contigs, intervals,
                          all_contigs, resume, show_progress, split_names)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import math
+import os
 from contextlib import nullcontext
 
 import torch
+import torch.distributed as dist
 
 
 class DeviceError(ValueError):
@@ -17,6 +19,25 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} requested but no CUDA GPU is available")
     return torch.device(name)
+
+
+def join_process_group(device: str) -> tuple[torch.device, bool]:
+    """(this rank's device, whether this call created the process group); joins torchrun's group if any.
+
+    Under torchrun a plain "cuda" (or "auto") means this rank's GPU (LOCAL_RANK)."""
+    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if dev.type == "cuda" and dev.index is None and world > 1:
+        dev = torch.device("cuda", local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world == 1 or dist.is_initialized():
+        return dev, False
+    if dev.type == "cuda":  # device_id binds NCCL to this rank's GPU (else every barrier warns it guesses)
+        dist.init_process_group("nccl", device_id=dev)
+    else:
+        dist.init_process_group("gloo")
+    return dev, True
 
 
 def autocast_for(device: torch.device):
