@@ -356,6 +356,11 @@ def score_files(model_path: str | Path, inputs: list[str | Path], out: str | Pat
 
     if fmt not in ("parquet", "csv"):
         raise AnomalyError(f"output format must be parquet or csv, got {fmt!r}")
+    stems = [Path(p).stem for p in inputs]
+    clash = next((stem for stem in stems if stems.count(stem) > 1), None)
+    if clash is not None:
+        raise AnomalyError(f"two inputs are named {clash!r}: their outputs would collide; score them into "
+                           "different --out folders")
     anomaly = load_anomaly_run(model_path, device)
     columns = anomaly.settings.columns
     series = []

@@ -368,6 +368,8 @@ def test_cli_fit_and_score_bad_input(asd_run, tmp_path, monkeypatch, capsys):
         (["score", "--model", tmp_path / "nowhere", ASD / "omi-1_test.parquet", "--out", tmp_path / "o"],
          "not found"),
         (["score", "--model", root / "run"], "give input files and --out"),
+        (["score", "--model", root / "run", ASD / "omi-1_test.parquet", write_csv(tmp_path / "omi-1_test.csv", "v\n1\n"),
+          "--out", tmp_path / "o"], "two inputs are named 'omi-1_test'"),
     ]
     for args, message in cases:
         code, _, err = run_main(monkeypatch, capsys, "anomaly", *args, "--device", "cpu")
