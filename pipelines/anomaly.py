@@ -181,7 +181,7 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
 
     model.eval()
     calibration = []
-    for s, p, c in zip(series, parts, cal_starts):
+    for p, c in zip(parts, cal_starts):
         scorer = StreamScorer(model, quantiser, settings.smooth, dev, settings.adaptive_window)
         calibration.append(scorer.push(p)["score"][c:])
     calibration = np.concatenate(calibration)
