@@ -136,10 +136,7 @@ def throughput(args, work: Path) -> dict:
     rng = np.random.default_rng(0)
     values = rng.random((args.stream_steps, model.quantiser.n_channels))
     out = {"channels": model.quantiser.n_channels, "d_model": args.d_model, "n_layer": args.n_layer}
-    started = time.monotonic()
-    model.scorer().push(values)
-    out["batch_steps_per_s"] = len(values) / (time.monotonic() - started)
-    scorer, memory = model.scorer(), []
+    scorer, memory = model.scorer(), []  # the stream first: max RSS is a process-wide peak
     cuda = torch.device(args.device).type == "cuda" if args.device != "auto" else torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -151,6 +148,9 @@ def throughput(args, work: Path) -> dict:
                            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                            **({"cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20} if cuda else {})})
     out["stream_steps_per_s"] = len(values) / (time.monotonic() - started)
+    started = time.monotonic()
+    model.scorer().push(values)
+    out["batch_steps_per_s"] = len(values) / (time.monotonic() - started)
     out["stream_chunk"] = chunk
     out["memory"] = memory
     return out
