@@ -230,9 +230,11 @@ def scan(
 @app.command()
 def embed(
     model: Path = typer.Option(..., help="any DNA run folder (pretrain or promoter)"),
-    inputs: Path = typer.Argument(..., help="FASTA, or CSV/TSV/Parquet with a sequence column"),
+    inputs: Path = typer.Argument(..., help="FASTA, CSV/TSV/Parquet with a sequence column, or BED with --genome"),
     out: Path = typer.Option(..., help="Parquet file to write"),
     per_position: bool = typer.Option(False, help="one row per base instead of the mean per sequence"),
+    genome: Optional[Path] = typer.Option(None, help="FASTA that BED intervals are cut from ('-' strand: reverse "
+                                          "complement)"),
     batch_size: int = typer.Option(32),
     device: str = typer.Option("auto"),
 ) -> None:
@@ -242,7 +244,8 @@ def embed(
     """
     from mambaseq.pipelines.embed import embed as run_embed
 
-    summary = run_embed(model, inputs, out, per_position=per_position, batch_size=batch_size, device=device)
+    summary = run_embed(model, inputs, out, per_position=per_position, batch_size=batch_size, genome=genome,
+                        device=device)
     typer.echo(f"{summary['rows']:,} embeddings of dimension {summary['d_model']} "
                f"({summary['sequences']:,} sequences) written to {out}")
 

@@ -31,15 +31,17 @@ class EmbedError(ValueError):
 
 @torch.no_grad()
 def embed(model_path: str | Path, inputs: str | Path, out: str | Path, *, per_position: bool = False,
-          batch_size: int = 32, device: str = "auto", show_progress: bool = True) -> dict:
-    """Embed every sequence of `inputs` (FASTA, CSV/TSV/Parquet with a `sequence` column) into `out`."""
+          batch_size: int = 32, genome: str | Path | None = None, device: str = "auto",
+          show_progress: bool = True) -> dict:
+    """Embed every sequence of `inputs` (FASTA, CSV/TSV/Parquet with a `sequence` column, or a BED of intervals
+    cut from `genome`, '-' strand reverse-complemented) into `out`."""
     out = Path(out)
     dev = pick_device(device)
     model, cfg = load_run(model_path, dev)
     if cfg.extra.get("tokenizer") != "dna" or cfg.model.n_channels != 1:
         raise EmbedError(f"{model_path}: a {cfg.task!r} run that does not read DNA cannot embed sequences")
     model.eval()
-    data = read_sequences(inputs)
+    data = read_sequences(inputs, genome=genome)
     order = np.argsort(data.lengths, kind="stable")  # similar lengths share a batch: less padding
     vectors: list[np.ndarray | None] = [None] * len(data)  # per row: (D,) or (length, D)
     started = time.monotonic()

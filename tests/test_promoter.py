@@ -13,7 +13,7 @@ from mambaseq.config import ModelConfig, RunConfig, TrainConfig
 from mambaseq.io.sequences import SequenceError, encode_sequences, read_sequences
 from mambaseq.model import MambaModel
 from mambaseq.pipelines.promoter import best_threshold, classifier_from_init, finetune, predict_proba
-from mambaseq.tokenizers import reverse_complement
+from mambaseq.tokenizers import decode, encode, reverse_complement
 
 from conftest import BUNDLED_DATA, run_main
 
@@ -168,6 +168,27 @@ def test_embed_per_sequence_and_per_position(trained, tmp_path, monkeypatch, cap
              "--device", "cpu")
     positions = pl.read_parquet(tmp_path / "q.parquet").filter(pl.col("name") == "b")["embedding"].to_numpy()
     np.testing.assert_allclose(positions.mean(0), table["embedding"].to_numpy()[1], rtol=1e-5, atol=1e-6)
+
+
+def test_embed_bed_intervals_of_the_real_genome_piece(trained, tmp_path, monkeypatch, capsys):
+    """BED + --genome: the same embedding as the interval's sequence given as FASTA; '-' means its RC."""
+    from mambaseq.io.fasta import open_fasta
+
+    run, _ = trained
+    contig = "chr2_1000001_1300000"
+    genome = tmp_path / PIECE.name
+    genome.write_bytes(PIECE.read_bytes())  # a copy: the index is written beside it
+    bed = write(tmp_path / "regions.bed", f"{contig}\t1000\t1300\tp\t0\t+\n{contig}\t1000\t1300\tm\t0\t-\n")
+    piece = decode(encode(open_fasta(genome).fetch(contig, 1000, 1300)))  # upper-case text
+    fasta = write(tmp_path / "same.fa", f">p\n{piece}\n>m\n{decode(reverse_complement(encode(piece)))}\n")
+    for source, name, extra in ((bed, "b.parquet", ("--genome", genome)), (fasta, "f.parquet", ())):
+        code, _, err = run_main(monkeypatch, capsys, "embed", "--model", run, source, "--out", tmp_path / name,
+                                "--device", "cpu", *extra)
+        assert code in (0, None), err
+    from_bed, from_fasta = (pl.read_parquet(tmp_path / n) for n in ("b.parquet", "f.parquet"))
+    assert from_bed["name"].to_list() == ["p", "m"] and from_bed["length"].to_list() == [300, 300]
+    np.testing.assert_allclose(from_bed["embedding"].to_numpy(), from_fasta["embedding"].to_numpy(), rtol=1e-5,
+                               atol=1e-6)
 
 
 # ---- bad input: one line on stderr, exit status 2 ---------------------------------------------------------
