@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from mambaseq.checkpoint import load_run, save_run
 from mambaseq.config import ModelConfig, RunConfig, TrainConfig
-from mambaseq.io.atomic import write_bytes_atomic, write_json_atomic
+from mambaseq.io.atomic import open_atomic, save_figure_atomic, write_bytes_atomic, write_json_atomic
 from mambaseq.io.series import Series, check_same_columns, read_series
 from mambaseq.model import MambaModel
 from mambaseq.pipelines.progress import TrainingProgress
@@ -398,9 +398,8 @@ def score_files(model_path: str | Path, inputs: list[str | Path], out: str | Pat
 
 
 def _write_frame(frame: pl.DataFrame, path: Path, fmt: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp) if fmt == "parquet" else frame.write_csv(tmp)
-    tmp.replace(path)
+    with open_atomic(path, "wb") as handle:
+        frame.write_parquet(handle) if fmt == "parquet" else frame.write_csv(handle)
 
 
 def _write_events(events: list[tuple[int, int, float]], series: Series, path: Path) -> None:
@@ -416,15 +415,6 @@ def _write_events(events: list[tuple[int, int, float]], series: Series, path: Pa
 
 
 # ---- plots ---------------------------------------------------------------------------------------------------
-
-def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-
 
 def plot_scores(series: Series, frame: pl.DataFrame, threshold: float, events, path: Path,
                 max_channels: int = 6) -> None:
@@ -453,7 +443,7 @@ def plot_scores(series: Series, frame: pl.DataFrame, threshold: float, events, p
     bottom.legend(loc="upper left", fontsize=7)
     bottom.set(xlabel="step (blue: labelled anomalies, red: flagged events)", ylabel="score")
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure_atomic(fig, path, dpi=110)
 
 
 def _plot_loss(history: list[dict], path: Path) -> None:
@@ -467,7 +457,7 @@ def _plot_loss(history: list[dict], path: Path) -> None:
     ax.plot([r["step"] for r in history], [r["train_bits_per_value"] for r in history], lw=0.8)
     ax.set(xlabel="step", ylabel="bits per value (mean over channels)", title="training loss")
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure_atomic(fig, path, dpi=110)
 
 
 

@@ -20,6 +20,7 @@ import polars as pl
 import torch
 
 from mambaseq.checkpoint import load_run
+from mambaseq.io.atomic import open_atomic
 from mambaseq.io.sequences import read_sequences
 from mambaseq.pipelines.training import autocast_for, pick_device
 from mambaseq.pipelines.promoter import status_progress
@@ -77,8 +78,7 @@ def embed(model_path: str | Path, inputs: str | Path, out: str | Path, *, per_po
         columns["embedding"] = pl.Series(np.stack(vectors).astype(np.float32), dtype=pl.Array(pl.Float32, d_model))
         frame = pl.DataFrame(columns)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(out)
+    with open_atomic(out, "wb") as handle:
+        frame.write_parquet(handle)
     return {"sequences": len(data), "rows": frame.height, "d_model": d_model, "per_position": per_position,
             "task": cfg.task, "elapsed_s": time.monotonic() - started, "out": str(out)}

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mambaseq.checkpoint import TrainState, load_run, load_train_state, save_run
 from mambaseq.config import ModelConfig, RunConfig, TrainConfig
-from mambaseq.io.atomic import write_bytes_atomic, write_json_atomic
+from mambaseq.io.atomic import save_figure_atomic, write_bytes_atomic, write_json_atomic
 from mambaseq.io.fasta import Genome, main_chromosomes, open_fasta
 from mambaseq.model import MambaModel
 from mambaseq.pipelines.progress import TrainingProgress
@@ -508,7 +508,4 @@ def _plot_history(history: list[dict], path: Path) -> None:
     ax.set(xlabel="step", ylabel="bits / base", title="next-base cross-entropy")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path)

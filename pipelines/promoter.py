@@ -48,7 +48,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, f1_score, 
 
 from mambaseq.checkpoint import load_run, save_run
 from mambaseq.config import ModelConfig, RunConfig, TrainConfig
-from mambaseq.io.atomic import write_bytes_atomic, write_json_atomic
+from mambaseq.io.atomic import open_atomic, save_figure_atomic, write_bytes_atomic, write_json_atomic
 from mambaseq.io.sequences import SequenceError, SequenceSet, check_classes, read_sequences
 from mambaseq.model import MambaModel
 from mambaseq.pipelines.training import autocast_for, cosine_schedule, optimizer_step, pick_device
@@ -408,9 +408,8 @@ def _write_predictions(path: Path, sets: dict[str, SequenceSet], probs: dict[str
         else:
             columns |= {f"prob_{name}": p[:, i] for i, name in enumerate(classes)} | {"predicted": p.argmax(1)}
         frames.append(pl.DataFrame(columns))
-    tmp = path.with_name(f".{path.name}.tmp")
-    pl.concat(frames).write_parquet(tmp)
-    tmp.replace(path)
+    with open_atomic(path, "wb") as handle:
+        pl.concat(frames).write_parquet(handle)
 
 
 def _plot_curves(path: Path, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -433,7 +432,4 @@ def _plot_curves(path: Path, parts: dict[str, tuple[np.ndarray, np.ndarray]]) ->
     roc_ax.legend(loc="lower right")
     pr_ax.legend(loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path)

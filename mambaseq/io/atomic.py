@@ -35,3 +35,14 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def save_figure_atomic(fig, path: str | Path, dpi: int = 120) -> None:
+    """Write a matplotlib figure as PNG atomically, then close it (figures pile up in memory otherwise)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with open_atomic(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
