@@ -2,7 +2,8 @@
 
 For GUE prom_300_tata (300 nt) and prom_core_all (70 nt), on the GUE train/dev/test files:
 - scratch: `mambaseq finetune promoter` with the task's recipe (pipelines/recipes/gue_<task>.json), one run per seed;
-- init: the same recipe started from a pretrained run (`--init`; d_model/n_layer are the run's). The run is
+- init: the same recipe, with its `init_finetune` options on top, started from a pretrained run (`--init`;
+  d_model/n_layer are the run's). The run is
   --init RUN, or made first by `mambaseq pretrain` on the first 90% of --genome (recipes/pretrain_chr2_bench.json,
   the same width and depth as the from-scratch recipes);
 - kmer: logistic regression on k-mer frequencies, on the same splits (`load_splits`) and through the same metric
@@ -294,7 +295,8 @@ def markdown(report: dict) -> str:
     for task, recipe in report["recipes"].items():
         variants = report["summary"].get(task, {})
         lines += [f"## {task}", "", f"Anchors and target: {ANCHORS[task]}.", "",
-                  f"Recipe `pipelines/recipes/{TASKS[task]}.json`: {json.dumps(recipe['finetune'])}", "",
+                  f"Recipe `pipelines/recipes/{TASKS[task]}.json`: {json.dumps(recipe['finetune'])}"
+                  + (f"; init variant: {json.dumps(recipe['init_finetune'])}" if "init_finetune" in recipe else ""), "",
                   "| model | seeds | steps | test AUROC | test AUPRC | test MCC | test F1 | accuracy | dev AUROC |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for variant, s in variants.items():
@@ -331,6 +333,8 @@ def load_recipes(smoke: bool) -> tuple[dict, dict, dict]:
     if smoke:
         for recipe in tasks.values():
             recipe["finetune"] |= smoke_recipe["finetune"]
+            recipe["init_finetune"] = {k: v for k, v in recipe.get("init_finetune", {}).items()
+                                       if k not in smoke_recipe["finetune"]}
             recipe["kmer"] |= smoke_recipe["kmer"]
         pretrain = pretrain | smoke_recipe["pretrain"]
     return tasks, pretrain, smoke_recipe
@@ -427,8 +431,9 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         for task, files in data.items():
             options = dict(tasks[task]["finetune"])
-            if variant == "init":  # the architecture is the pretrained run's
+            if variant == "init":  # the architecture is the pretrained run's; the recipe may tune the rest
                 options = {k: v for k, v in options.items() if k not in ("d_model", "n_layer")}
+                options |= tasks[task].get("init_finetune", {})
             for seed in seeds:
                 name = f"{task}_{variant}_seed{seed}"
                 folder = work / name

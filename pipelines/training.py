@@ -27,8 +27,8 @@ def join_process_group(device: str) -> tuple[torch.device, bool]:
     Under torchrun a plain "cuda" (or "auto") means this rank's GPU (LOCAL_RANK)."""
     world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
-    if dev.type == "cuda" and dev.index is None and world > 1:
-        dev = torch.device("cuda", local_rank)
+    if dev.type == "cuda" and dev.index is None:  # set_device needs an index
+        dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world == 1 or dist.is_initialized():

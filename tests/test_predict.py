@@ -387,3 +387,19 @@ def test_two_cpu_ranks_share_the_files(chr2, lm_run, tmp_path):
         assert a.select("record", "name", "length", "scored_bases").equals(b.select("record", "name", "length",
                                                                                      "scored_bases"))
         np.testing.assert_allclose(a["log_likelihood"].to_numpy(), b["log_likelihood"].to_numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("world, local_rank, expected", [("1", "0", 3), ("2", "1", 1)])
+def test_plain_cuda_device_gets_an_index(monkeypatch, world, local_rank, expected):
+    """`--device cuda` outside torchrun once crashed in torch.cuda.set_device (it needs an index): a single
+    process takes the current GPU, a torchrun rank its LOCAL_RANK. The CUDA calls are faked (CI has no GPU)."""
+    from mambaseq.pipelines import training
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(training.dist, "is_initialized", lambda: True)  # no group to create
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    dev, joined = training.join_process_group("cuda")
+    assert dev == torch.device("cuda", expected) and chosen == [dev] and not joined
