@@ -232,8 +232,8 @@ def main() -> None:
     lines = [f"# `mambaseq predict` throughput ({'GPU' if gpu else 'CPU'})", "",
              f"{meta['date']} · {device_name} ({meta['cores']} cores{load}) · torch {meta['torch']} · "
              f"batch {args.batch_size}, max-tokens {args.max_tokens or 'default'}", "",
-             f"Command: `python benchmarks/predict_throughput.py{' --device ' + args.device if gpu else ''}"
-             f"{' --name ' + name if args.name else ''}`. Random weights (speed does not depend on them); "
+             f"Command: `python benchmarks/predict_throughput.py {' '.join(sys.argv[1:])}`. "
+             "Random weights (speed does not depend on them); "
              "real sequence (GUE prom_300_tata rows, hg38 chr2).", "",
              "| workload | model | records | bases | s | sequences/s | bases/s |", "|---|---|---:|---:|---:|---:|---:|"]
 
