@@ -30,7 +30,7 @@ import torch
 from mambaseq import metrics as M
 from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.series import read_nab, read_train_test, train_test_entities
-from mambaseq.pipelines.anomaly import AnomalySettings, fit, load_anomaly_run
+from mambaseq.pipelines.anomaly import SCORES, AnomalySettings, fit, load_anomaly_run
 from mambaseq.pipelines.anomaly_baselines import (IsolationForestDetector, PCADetector, RandomDetector,
                                                   WindowedGaussianDetector)
 
@@ -70,8 +70,9 @@ def run_train_test(args, dataset: str, work: Path) -> dict:
         model_cfg, train_cfg = recipe(args, args.steps)
         run = work / dataset / entity
         train_path = folder / f"{entity}_train.parquet"
-        fit([train_path], run, settings=AnomalySettings(timestamp="t", label=None, smooth=args.smooth,
-                                                        calibration_fraction=CALIBRATION, threshold_quantile=QUANTILE),
+        settings = AnomalySettings(timestamp="t", label=None, smooth=args.smooth, score=args.score,
+                                   calibration_fraction=CALIBRATION, threshold_quantile=QUANTILE)
+        fit([train_path], run, settings=settings,
             model_cfg=model_cfg, train_cfg=train_cfg, device=args.device, show_progress=False)
         fit_s = time.monotonic() - started
         model = load_anomaly_run(run, args.device)
@@ -101,7 +102,7 @@ def run_nab(args, work: Path) -> dict:
         model_cfg, train_cfg = recipe(args, args.nab_steps)
         run = work / "nab" / name.replace("/", "__")
         path = Path(args.data) / "nab" / "data" / name
-        fit([path], run, settings=AnomalySettings(fit_fraction=0.15, order="keep", smooth=args.nab_smooth,
+        fit([path], run, settings=AnomalySettings(fit_fraction=0.15, order="keep", smooth=args.nab_smooth, score=args.score,
                                                   adaptive_window=args.nab_adaptive,
                                                   calibration_fraction=CALIBRATION, threshold_quantile=QUANTILE),
             model_cfg=model_cfg, train_cfg=train_cfg, device=args.device, show_progress=False)
@@ -207,6 +208,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--nab-steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--score", choices=SCORES, default="rps", help="per-step score (runs 1 and 2 of "
+                    "results/anomaly.md predate this option: nll)")
     ap.add_argument("--smooth", type=int, default=10)
     ap.add_argument("--nab-smooth", type=int, default=5)
     ap.add_argument("--nab-adaptive", type=int, default=1000, help="NAB: adaptive score window (steps)")

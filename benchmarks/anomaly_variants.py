@@ -6,7 +6,7 @@ several scores derived from the same predicted distributions (per channel, over 
   nll     sum over channels of -log p(observed bin)                       (the shipped score)
   nll_z   sum over channels of that NLL standardised by its mean and sd on the held-out training tail
   mae     sum over channels of the expected |bin - observed bin|          (magnitude-aware)
-  crps    sum over channels of the ranked probability score over bins     (magnitude-aware, proper)
+  crps    sum over channels of the ranked probability score over bins (`--score rps`: magnitude-aware, proper)
 Every score is then averaged over the trailing --smooth steps, like the shipped one. Reported: VUS-PR and AUC-PR per
 entity and their means, beside the PCA and IsolationForest figures of the same harness.
 
@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mambaseq import metrics as M
 from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.series import read_train_test, train_test_entities
-from mambaseq.pipelines.anomaly import AnomalySettings, channel_logits, fit, load_anomaly_run
+from mambaseq.pipelines.anomaly import AnomalySettings, channel_logits, fit, load_anomaly_run, step_terms
 from mambaseq.pipelines.anomaly_baselines import IsolationForestDetector, PCADetector
 from mambaseq.tokenizers import ValueQuantiser
 
@@ -40,22 +39,15 @@ CALIBRATION = 0.15
 def per_channel_terms(model, ids: np.ndarray, device) -> dict[str, np.ndarray]:
     """ids (T, C) -> {score name: (T, C)} per-channel terms of step t given steps < t (step 0: zeros)."""
     tokens = torch.from_numpy(ids).to(device)
-    logits = channel_logits(model, tokens[None])[0].float()  # (T, C, V)
-    logits[..., ValueQuantiser.MISSING] = -torch.inf  # a prediction over real bins only
-    logp = F.log_softmax(logits[:-1], dim=-1)  # predictions of steps 1..T-1
-    target = tokens[1:].long()
-    missing = target == ValueQuantiser.MISSING
-    p = logp.exp()
-    bins = torch.arange(p.shape[-1], device=device, dtype=torch.float32)
-    nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    mae = (p * (bins - target.unsqueeze(-1).float()).abs()).sum(-1)
-    below = (bins >= target.unsqueeze(-1).float()).float()  # step CDF of the observation, 1[x <= k]
-    crps = ((p.cumsum(-1) - below) ** 2).sum(-1)
-    out = {}
-    for name, term in (("nll", nll), ("mae", mae), ("crps", crps)):
-        term = term.masked_fill(missing, 0.0)
-        out[name] = np.concatenate([np.zeros((1, ids.shape[1])), term.double().cpu().numpy()])
-    return out
+    logits = channel_logits(model, tokens[None])[0].float()[:-1]  # (T-1, C, V): predictions of steps 1..T-1
+    target = tokens[1:]
+    nll, rps = step_terms(logits, target)
+    logits[..., ValueQuantiser.MISSING] = -torch.inf
+    bins = torch.arange(logits.shape[-1], device=device, dtype=torch.float32)
+    mae = (logits.softmax(-1) * (bins - target.unsqueeze(-1).float()).abs()).sum(-1)
+    mae = mae.masked_fill(target == ValueQuantiser.MISSING, 0.0)
+    return {name: np.concatenate([np.zeros((1, ids.shape[1])), term.double().cpu().numpy()])
+            for name, term in (("nll", nll), ("mae", mae), ("crps", rps))}
 
 
 def trailing_mean(x: np.ndarray, k: int) -> np.ndarray:

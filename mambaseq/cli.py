@@ -273,9 +273,11 @@ def anomaly_fit(
     calibration_fraction: float = typer.Option(0.15, help="trailing part of the training data held out to "
                                                "set the threshold"),
     threshold_quantile: float = typer.Option(0.995, help="threshold = this quantile of held-out scores"),
-    smooth: int = typer.Option(1, help="score = mean NLL over this many trailing steps"),
-    adaptive_window: int = typer.Option(0, help="> 0: score = z-score of that mean against the NLLs of this "
-                                        "many steps before it (drifting streams with no training file)"),
+    score: str = typer.Option("rps", help="per-step score: rps (ranked probability score over the value bins: "
+                              "grows with how far off a value is) or nll (negative log-likelihood)"),
+    smooth: int = typer.Option(1, help="score = mean per-step score over this many trailing steps"),
+    adaptive_window: int = typer.Option(0, help="> 0: score = z-score of that mean against the per-step scores "
+                                        "of this many steps before it (drifting streams with no training file)"),
     merge_gap: int = typer.Option(0, help="flagged runs at most this many steps apart form one event"),
     n_bins: int = typer.Option(64, help="value bins per channel"),
     seq_len: int = typer.Option(256, help="training window length (cut to the shortest training part)"),
@@ -297,7 +299,8 @@ def anomaly_fit(
 
     none = lambda v: None if v.lower() == "none" else v  # noqa: E731
     settings = AnomalySettings(n_bins=n_bins, fit_fraction=fit_fraction, calibration_fraction=calibration_fraction,
-                               threshold_quantile=threshold_quantile, smooth=smooth, merge_gap=merge_gap,
+                               threshold_quantile=threshold_quantile, score=score, smooth=smooth,
+                               merge_gap=merge_gap,
                                adaptive_window=adaptive_window,
                                columns=_column_list(columns), timestamp=none(timestamp), label=none(label),
                                order=order)

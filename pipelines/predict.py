@@ -23,7 +23,7 @@ predicts one file), so a task is added by adding an entry.
             than the run's training length is refused (its file fails, naming it): the classifier never saw
             longer sequences, and `mambaseq scan` is the tool that slides it along a genome.
   anomaly   per step of each CSV/TSV/Parquet series: the columns `mambaseq anomaly score` writes (row,
-            timestamp, values, nll, score, flagged, out_of_range, label), the series read with the fitted run's
+            timestamp, values, nll, rps, score, flagged, out_of_range, label), the series read with the fitted run's
             settings and scored `--max-tokens` steps at a time with the recurrent state carried.
 
 Records: FASTA records (named by the header's first word; read by streaming, never the whole file) or table

@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 
 from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.series import SeriesError, read_nab, read_series, read_train_test, stream_rows
-from mambaseq.pipelines.anomaly import (AnomalySettings, ScoreSmoother, StreamScorer, events_from_flags, fit,
-                                        load_anomaly_run, score_files, score_stream)
+import torch
+
+from mambaseq.pipelines.anomaly import (AnomalySettings, ScoreSmoother, StreamScorer, channel_logits,
+                                        events_from_flags, fit, load_anomaly_run, ranked_probability_score,
+                                        score_files, score_stream)
 from mambaseq.pipelines.anomaly_baselines import BASELINES, fill_forward
 from mambaseq.metrics import auc_roc
 from mambaseq.tokenizers import ValueQuantiser
@@ -165,6 +168,50 @@ def test_injected_anomaly_stands_out(asd_run):
     assert result["out_of_range"][1000:1030].all()
 
 
+def test_ranked_probability_score_grows_with_distance():
+    """All mass on bin 10: an observation d bins away costs d (NLL would call every miss equally improbable)."""
+    sure = torch.zeros(20)
+    sure[10] = 1.0
+    got = ranked_probability_score(sure.expand(4, 20), torch.tensor([10, 11, 14, 7]))
+    assert got.tolist() == [0.0, 1.0, 4.0, 3.0]
+    spread = torch.full((20,), 0.05)  # uniform: sum over k of (F_k - [x <= k])^2 by hand
+    by_hand = sum(((k + 1) * 0.05 - (5 <= k)) ** 2 for k in range(20))
+    assert ranked_probability_score(spread, torch.tensor(5)).item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_scores_match_the_model_predictions(asd_run):
+    """The scorer's per-step NLL and RPS against numpy sums over the model's own next-step distributions; the
+    run's default score is the smoothed RPS; a run folder saved before `score` existed is read as NLL."""
+    root, _, _ = asd_run
+    run = load_anomaly_run(root / "run", device="cpu")
+    assert run.settings.score == "rps"
+    values = read_series(ASD / "omi-1_test.parquet", timestamp="t").values[:200]
+    ids = run.quantiser.encode(values)[0]
+    with torch.no_grad():
+        logits = channel_logits(run.model, torch.from_numpy(ids)[None])[0].double().numpy()  # (T, C, V)
+    nll, rps = np.zeros(len(ids)), np.zeros(len(ids))
+    for t in range(1, len(ids)):
+        for c, x in enumerate(ids[t]):
+            z = logits[t - 1, c]
+            nll[t] -= z[x] - np.log(np.exp(z - z.max()).sum()) - z.max()
+            p = np.exp(z[1:] - z[1:].max())  # value bins only (bin 0 is MISSING)
+            cdf = np.cumsum(p / p.sum())
+            rps[t] += ((cdf - (np.arange(1, len(z)) >= x)) ** 2).sum()
+    result = run.scorer().push(values)
+    np.testing.assert_allclose(result["nll"], nll, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(result["rps"], rps, rtol=1e-4, atol=1e-4)
+    smoothed = [rps[max(0, t - 2):t + 1].mean() for t in range(len(rps))]  # smooth=3
+    np.testing.assert_allclose(result["score"], smoothed, rtol=1e-4, atol=1e-4)
+    config = json.loads((root / "run" / "config.json").read_text())
+    del config["extra"]["settings"]["score"]
+    old = root / "old_run"
+    old.mkdir(exist_ok=True)
+    for f in (root / "run").iterdir():
+        (old / f.name).write_bytes(f.read_bytes())
+    (old / "config.json").write_text(json.dumps(config))
+    assert load_anomaly_run(old, device="cpu").settings.score == "nll"
+
+
 def test_threshold_flags_about_the_quantile_on_training_data(asd_run):
     root, _, _ = asd_run
     run = load_anomaly_run(root / "run", device="cpu")
@@ -185,7 +232,7 @@ def test_stream_chunks_equal_one_pass(asd_run):
         size = int(rng.integers(1, 60))
         parts.append(scorer.push(values[at:at + size]))
         at += size
-    for key in ("nll", "score"):
+    for key in ("nll", "rps", "score"):
         np.testing.assert_allclose(np.concatenate([p[key] for p in parts]), whole[key], rtol=1e-4, atol=1e-4)
     adaptive = StreamScorer(run.model, run.quantiser, 3, "cpu", adaptive_window=100)
     pieces = [adaptive.push(values[a:a + 37])["score"] for a in range(0, len(values), 37)]
