@@ -19,11 +19,12 @@ One program owns BE channels of one batch row (and one segment of L) and walks i
 Per chunk it recomputes the 4 states h_0..h_3 step by step from the saved chunk-entry state, keeping states and
 decays in registers, then walks the 4 steps backwards (g = p + C_t dy_t; the gradients at t; p = a_t g): one
 exponential per element (the walk reuses the recomputation's decays), no scan. The gradients need sums over N
-(<g, B>, <g a h, A>, y) and over channels (dB, dC): with NG = 2 lanes per channel (8 states each) a sum over N
-costs one shuffle level and a sum over a warp's 16 channels four; the NG lanes of a channel each compute its
-per-step values (softplus, gates), which is why NG is not larger. dB and dC are summed over the block's channels
-and written as per-block partials (Bt, E/BE, n_chunks, 4, BN) that the launcher sums: no atomics. dA, dD and
-d(delta_bias) are summed over the program's steps and written once per (batch row, segment, channel).
+(<g, B>, <g a h, A>, y) and over channels (dB, dC): with NG lanes per channel (N/NG states each) a sum over N
+costs log2(NG) shuffle levels, and the NG lanes of a channel each compute its per-step values (softplus, gates).
+NG = 4 measured 2-6% faster than NG = 2 on the H200 at the benchmark shapes (benchmarks/results/scan_h200.json).
+dB and dC are summed over the block's channels and written as per-block partials (Bt, E/BE, n_chunks, 4, BN) that
+the launcher sums: no atomics. dA, dD and d(delta_bias) are summed over the program's steps and written once per
+(batch row, segment, channel).
 
 When Bt * E / BE programs cannot fill the GPU, L is cut into S segments, mirroring the forward's totals pass in
 reverse: a first launch (TOTALS) runs each segment's adjoint from a zero carry and keeps the gradient p_s it
@@ -287,7 +288,7 @@ def unchunk(part, Bt, G, N, L, reverse, squeeze):
 
 
 def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, reverse, need_dh0,
-             BE=16, NG=2, segments=None, num_warps=1, sm_count=132):
+             BE=16, NG=4, segments=None, num_warps=1, sm_count=132):
     """Launch the backward; returns (du, ddelta, dA, dB, dC, dD, dz, dbias, dh0) (None where not needed).
 
     Tensors as in the forward; `ckpt` (Bt, L/STEPS, E, N) are the chunk-entry states the forward saved; dhN

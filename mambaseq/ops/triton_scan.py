@@ -18,7 +18,7 @@ from mambaseq.kernels.state_update import state_update
 # Block sizes, measured on an H200 (benchmarks/NOTES.md): one warp per program, many programs per SM. The
 # backward gives each channel NG lanes of N/NG states.
 FWD_CONFIG = dict(BE=32, NL=1, num_warps=1)
-BWD_CONFIG = dict(BE=16, NG=2, num_warps=1)
+BWD_CONFIG = dict(BE=16, NG=4, num_warps=1)
 
 _SM_COUNT: dict[int, int] = {}
 
