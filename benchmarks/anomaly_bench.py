@@ -94,25 +94,31 @@ def run_train_test(args, dataset: str, work: Path) -> dict:
     return {"entities": rows, "mean": mean}
 
 
+def nab_labels(corpus) -> tuple[dict, dict]:
+    """(timestamps per file, labelled windows per file as NAB's scorer takes them: text timestamps)."""
+    stamps = {name: series.timestamps for name, series, _ in corpus}
+    windows = {name: [[str(a).replace("T", " "), str(b).replace("T", " ")] for a, b in spans]
+               for name, _, spans in corpus}
+    return stamps, windows
+
+
 def run_nab(args, work: Path) -> dict:
     corpus = read_nab(Path(args.data) / "nab")[: args.limit or None]
-    stamps, windows, z_scores = {}, {}, {}
+    z_scores = {}
     started = time.monotonic()
-    for name, series, spans in corpus:
+    for name, series, _ in corpus:
         model_cfg, train_cfg = recipe(args, args.nab_steps)
         run = work / "nab" / name.replace("/", "__")
         path = Path(args.data) / "nab" / "data" / name
-        fit([path], run, settings=AnomalySettings(fit_fraction=0.15, order="keep", smooth=args.nab_smooth, score=args.score,
-                                                  adaptive_window=args.nab_adaptive,
+        fit([path], run, settings=AnomalySettings(fit_fraction=0.15, order="keep", smooth=args.nab_smooth,
+                                                  score=args.score, adaptive_window=args.nab_adaptive,
                                                   calibration_fraction=CALIBRATION, threshold_quantile=QUANTILE),
             model_cfg=model_cfg, train_cfg=train_cfg, device=args.device, show_progress=False)
         model = load_anomaly_run(run, args.device)
-        stamps[name], windows[name] = series.timestamps, [[str(a), str(b)] for a, b in spans]
         z_scores[name] = model.scorer().push(series.values)["score"]
         print(f"nab {name}: {len(series)} steps", flush=True)
     elapsed = time.monotonic() - started
-    # NAB's scorer takes the windows as text timestamps
-    nab_windows = {n: [[a.replace("T", " "), b.replace("T", " ")] for a, b in w] for n, w in windows.items()}
+    stamps, nab_windows = nab_labels(corpus)
     result = {"files": len(corpus), "fit_and_score_s": elapsed, "mamba": {}, "windowed_gaussian": {}, "random": {}}
     gauss = {name: WindowedGaussianDetector().score(series.values) for name, series, _ in corpus}
     for profile in NAB_PROFILES:

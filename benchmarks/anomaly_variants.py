@@ -3,18 +3,24 @@
 The H200 figures (results/anomaly.md) have the summed NLL losing to PCA on SMD while winning on ASD. This study fits
 the benchmark's model on each entity's training part for several step counts and scores the test part with
 several scores derived from the same predicted distributions (per channel, over the value bins):
-  nll     sum over channels of -log p(observed bin)                       (the shipped score)
+  nll     sum over channels of -log p(observed bin)
   nll_z   sum over channels of that NLL standardised by its mean and sd on the held-out training tail
   mae     sum over channels of the expected |bin - observed bin|          (magnitude-aware)
-  crps    sum over channels of the ranked probability score over bins (`--score rps`: magnitude-aware, proper)
+  crps    sum over channels of the ranked probability score over bins     (magnitude-aware, proper)
+  (`nll` was the shipped score when the study was written; `crps` is `--score rps`, the default since.)
 Every score is then averaged over the trailing --smooth steps, like the shipped one. Reported: VUS-PR and AUC-PR per
 entity and their means, beside the PCA and IsolationForest figures of the same harness.
 
+With `nab` among --datasets: one fit per NAB series (first 15%) per --nab-steps, then nll and rps through every
+--nab-smooth x --nab-adaptive post-processing, each rated by NAB's three profiles and mean VUS-PR.
+
     python benchmarks/anomaly_variants.py --data ../shared/data --datasets asd --steps 100 300 --out DIR
+    python benchmarks/anomaly_variants.py --data ../shared/data --datasets nab --nab-steps 100 --out DIR
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -26,10 +32,13 @@ import torch
 
 from mambaseq import metrics as M
 from mambaseq.config import ModelConfig, TrainConfig
-from mambaseq.io.series import read_train_test, train_test_entities
-from mambaseq.pipelines.anomaly import AnomalySettings, channel_logits, fit, load_anomaly_run, step_terms
+from mambaseq.io.series import read_nab, read_train_test, train_test_entities
+from mambaseq.pipelines.anomaly import (AnomalySettings, ScoreSmoother, channel_logits, fit, load_anomaly_run,
+                                        step_terms)
 from mambaseq.pipelines.anomaly_baselines import IsolationForestDetector, PCADetector
 from mambaseq.tokenizers import ValueQuantiser
+
+from anomaly_bench import NAB_PROFILES, nab_labels  # noqa: E402  (a sibling script)
 
 SCORES = ("nll", "nll_z", "mae", "crps")
 CALIBRATION = 0.15
@@ -68,11 +77,43 @@ def entity_scores(model, train: np.ndarray, test: np.ndarray, device, smooth: in
     return {k: trailing_mean(v, smooth) for k, v in raw.items()}
 
 
+def nab_study(args, device, work: Path) -> dict:
+    """NAB: one fit per series (first 15%, NAB's probationary part) and step count; then every combination of raw
+    score, smoothing and adaptive window, each rated by NAB's three profiles (corpus-wide optimised threshold) and
+    the mean VUS-PR over the labelled series."""
+    corpus = read_nab(Path(args.data) / "nab")[: args.limit or None]
+    stamps, windows = nab_labels(corpus)
+    rows = []
+    for steps in args.nab_steps:
+        raw = {}
+        for name, series, _ in corpus:
+            run = work / "nab" / str(steps) / name.replace("/", "__")
+            fit([Path(args.data) / "nab" / "data" / name], run,
+                settings=AnomalySettings(fit_fraction=0.15, order="keep", calibration_fraction=CALIBRATION),
+                model_cfg=ModelConfig(d_model=64, n_layer=2),
+                train_cfg=TrainConfig(seq_len=256, batch_size=args.batch_size, steps=steps, lr=3e-3,
+                                      warmup_steps=max(1, steps // 10), seed=0),
+                device=str(device), show_progress=False)
+            raw[name] = load_anomaly_run(run, str(device)).scorer().push(series.values)
+        for score, smooth, window in itertools.product(("nll", "rps"), args.nab_smooth, args.nab_adaptive):
+            scores = {name: ScoreSmoother(smooth, window).update(r[score]) for name, r in raw.items()}
+            row = {"variant": f"{score}@{steps} smooth {smooth} window {window}"}
+            row |= {p: M.optimise_nab_threshold(stamps, scores, windows, p).score for p in NAB_PROFILES}
+            labelled = [(s.labels, scores[n]) for n, s, _ in corpus if 0 < s.labels.sum() < len(s)]
+            row["mean_vus_pr"] = float(np.mean([M.vus_pr(y, z) for y, z in labelled]))
+            rows.append(row)
+            print("nab", " ".join(f"{k}={v:.3f}" if isinstance(v, float) else v for k, v in row.items()), flush=True)
+    return {"files": len(corpus), "rows": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--datasets", nargs="+", default=["smd", "asd"])
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 300, 1000])
+    ap.add_argument("--nab-steps", type=int, nargs="+", default=[100, 300])
+    ap.add_argument("--nab-smooth", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--nab-adaptive", type=int, nargs="+", default=[1000, 4000], help="adaptive score windows")
     ap.add_argument("--limit", type=int, default=0, help="first N entities only")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--smooth", type=int, default=10)
@@ -87,7 +128,9 @@ def main() -> None:
               "rows": []}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as work:
-        for dataset in args.datasets:
+        if "nab" in args.datasets:
+            report["nab"] = nab_study(args, device, Path(work))
+        for dataset in [d for d in args.datasets if d != "nab"]:
             folder = Path(args.data) / dataset
             for entity in train_test_entities(folder)[: args.limit or None]:
                 train, test = read_train_test(folder, entity)
@@ -114,15 +157,20 @@ def main() -> None:
                                                 if isinstance(v, dict)), f"[{time.monotonic() - started:.0f} s]",
                       flush=True)
     means = {}
-    for dataset in args.datasets:
+    for dataset in [d for d in args.datasets if d != "nab"]:
         rows = [r for r in report["rows"] if r["dataset"] == dataset]
         keys = [k for k in rows[0] if isinstance(rows[0][k], dict)] if rows else []
         means[dataset] = {k: {m: float(np.mean([r[k][m] for r in rows])) for m in ("vus_pr", "auc_pr")} for k in keys}
     report["means"] = means
     (args.out / "anomaly_variants.json").write_text(json.dumps(report, indent=1))
-    lines = ["| dataset | variant | mean VUS-PR | mean AUC-PR |", "|---|---|---|---|"]
+    lines = ["| dataset | variant | mean VUS-PR | mean AUC-PR |", "|---|---|---|---|"] if means else []
     for dataset, m in means.items():
         lines += [f"| {dataset} | {k} | {v['vus_pr']:.3f} | {v['auc_pr']:.3f} |" for k, v in m.items()]
+    if "nab" in report:
+        lines += [""] * bool(lines) + [f"NAB, {report['nab']['files']} series:", "",
+                  "| variant | standard | low FP | low FN | mean VUS-PR |", "|---|---|---|---|---|"]
+        lines += [f"| {r['variant']} | {r['standard']:.1f} | {r['reward_low_FP_rate']:.1f} | "
+                  f"{r['reward_low_FN_rate']:.1f} | {r['mean_vus_pr']:.3f} |" for r in report["nab"]["rows"]]
     (args.out / "anomaly_variants.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

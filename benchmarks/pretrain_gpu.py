@@ -348,7 +348,8 @@ def markdown(meta: dict, rows: list[dict], ddp: dict) -> str:
              f"+ conv {f['conv'] / 1e6:.3f} M + scan {f['scan'] / 1e6:.2f} M; MFU against "
              f"{meta['peak_tflops']:.1f} TFLOP/s (H200 dense bf16). mamba_ssm: {meta['mamba_ssm']}.", ""]
     if rows:  # none when only the DDP part ran
-        lines += ["| L | batch | backend | tokens/s | ms/step | peak GiB | MFU | note |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["| L | batch | backend | tokens/s | ms/step | peak GiB | MFU | note |",
+                  "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "tokens_per_s" in r:
             peak = f"{r['peak_gib']:.1f}" if "peak_gib" in r else "-"
