@@ -7,6 +7,9 @@ several scores derived from the same predicted distributions (per channel, over 
   nll_z   sum over channels of that NLL standardised by its mean and sd on the held-out training tail
   mae     sum over channels of the expected |bin - observed bin|          (magnitude-aware)
   crps    sum over channels of the ranked probability score over bins     (magnitude-aware, proper)
+  crps_x  crps plus how far values lie outside the bin range, in bin widths: the CRPS of the value's continuous
+          position (past the range the predicted CDF is flat, so the CRPS grows by the distance)
+  excess  that distance alone (no model: how far the values left the training range)
   (`nll` was the shipped score when the study was written; `crps` is `--score rps`, the default since.)
 Every score is then averaged over the trailing --smooth steps, like the shipped one. Reported: VUS-PR and AUC-PR per
 entity and their means, beside the PCA and IsolationForest figures of the same harness.
@@ -40,7 +43,6 @@ from mambaseq.tokenizers import ValueQuantiser
 
 from anomaly_bench import NAB_PROFILES, nab_labels  # noqa: E402  (a sibling script)
 
-SCORES = ("nll", "nll_z", "mae", "crps")
 CALIBRATION = 0.15
 
 
@@ -72,8 +74,10 @@ def entity_scores(model, train: np.ndarray, test: np.ndarray, device, smooth: in
     test_terms = per_channel_terms(model.model, q.encode(test)[0], device)
     tail = train_terms["nll"][int(round(len(train) * (1 - CALIBRATION))):]
     mu, sd = tail.mean(0), tail.std(0) + 1e-6
+    excess = q.excess(test).sum(1)
     raw = {"nll": test_terms["nll"].sum(1), "nll_z": ((test_terms["nll"] - mu) / sd).sum(1),
-           "mae": test_terms["mae"].sum(1), "crps": test_terms["crps"].sum(1)}
+           "mae": test_terms["mae"].sum(1), "crps": test_terms["crps"].sum(1),
+           "crps_x": test_terms["crps"].sum(1) + excess, "excess": excess}
     return {k: trailing_mean(v, smooth) for k, v in raw.items()}
 
 

@@ -207,6 +207,13 @@ class ValueQuantiser:
         ids[missing] = self.MISSING
         return ids, (below | above)
 
+    def excess(self, values: np.ndarray) -> np.ndarray:
+        """values (T, C) -> how far each value lies outside the bin range, in bin widths (0 inside or missing).
+
+        BELOW and ABOVE say only that a value left the range; this says by how much."""
+        position = (self.scale_values(values) - self.low) / (self.high - self.low) * self.n_bins
+        return np.nan_to_num(np.maximum(-position, 0) + np.maximum(position - self.n_bins, 0))
+
     def to_dict(self) -> dict:
         return {"center": self.center.tolist(), "scale": self.scale.tolist(), "low": self.low.tolist(),
                 "high": self.high.tolist(), "n_bins": self.n_bins}
