@@ -71,6 +71,15 @@ def test_quantiser_bins_are_ordered_and_use_the_range():
     assert len(np.unique(ids)) >= 25  # the 0.1-99.9% range spread over the bins
 
 
+def test_quantiser_excess_counts_bin_widths_past_the_range():
+    q = ValueQuantiser.fit(np.linspace(-3, 3, 1000)[:, None], n_bins=32)
+    width = (q.high - q.low)[0] * q.scale[0] / q.n_bins  # one bin in raw units
+    top, bottom = q.center[0] + q.high[0] * q.scale[0], q.center[0] + q.low[0] * q.scale[0]
+    values = np.array([[0.0], [np.nan], [top + 2.5 * width], [bottom - 10 * width], [top - 0.5 * width]])
+    np.testing.assert_allclose(q.excess(values)[:, 0], [0, 0, 2.5, 10, 0], atol=1e-9)
+    assert q.encode(values)[1][:, 0].tolist() == [False, False, True, True, False]
+
+
 # ---- reader --------------------------------------------------------------------------------------------------
 
 def test_reader_columns_labels_missing_values(tmp_path):
