@@ -189,12 +189,14 @@ def test_ranked_probability_score_grows_with_distance():
 
 
 def test_scores_match_the_model_predictions(asd_run):
-    """The scorer's per-step NLL and RPS against numpy sums over the model's own next-step distributions; the
-    run's default score is the smoothed RPS; a run folder saved before `score` existed is read as NLL."""
+    """The scorer's per-step NLL and RPS (bins plus the distance past their range) against numpy sums over the
+    model's own next-step distributions; the run's default score is the smoothed RPS; a run folder saved before
+    `score` existed is read as NLL."""
     root, _, _ = asd_run
     run = load_anomaly_run(root / "run", device="cpu")
     assert run.settings.score == "rps"
     values = read_series(ASD / "omi-1_test.parquet", timestamp="t").values[:200]
+    values[50, 4] = 1e6  # far past the bin range: the RPS adds the distance in bin widths
     ids = run.quantiser.encode(values)[0]
     with torch.no_grad():
         logits = channel_logits(run.model, torch.from_numpy(ids)[None])[0].double().numpy()  # (T, C, V)
@@ -206,6 +208,9 @@ def test_scores_match_the_model_predictions(asd_run):
             p = np.exp(z[1:] - z[1:].max())  # value bins only (bin 0 is MISSING)
             cdf = np.cumsum(p / p.sum())
             rps[t] += ((cdf - (np.arange(1, len(z)) >= x)) ** 2).sum()
+    excess = run.quantiser.excess(values).sum(1)
+    assert excess[50] > 1000
+    rps += excess
     result = run.scorer().push(values)
     np.testing.assert_allclose(result["nll"], nll, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(result["rps"], rps, rtol=1e-4, atol=1e-4)
@@ -419,6 +424,7 @@ def test_cli_fit_and_score_bad_input(asd_run, tmp_path, monkeypatch, capsys):
         (["fit", write_csv(tmp_path / "u.csv", "timestamp,v\n2024-01-02,1\n2024-01-01,2\n"), "--out",
           tmp_path / "r"], "goes back"),
         (["fit", write_csv(tmp_path / "short.csv", "v\n1\n2\n3\n"), "--out", tmp_path / "r"], "too few"),
+        (["fit", ASD / "omi-1_train.parquet", "--score", "mse", "--out", tmp_path / "r"], "score must be one of"),
         (["score", "--model", root / "run", write_csv(tmp_path / "other.csv", "t,x,y\n0,1,2\n"), "--out",
           tmp_path / "o"], "no column 'f00'"),
         (["score", "--model", tmp_path / "nowhere", ASD / "omi-1_test.parquet", "--out", tmp_path / "o"],
