@@ -67,9 +67,9 @@ class AnomalySettings:
     fit_fraction: float = 1.0  # use only this leading fraction of each training file (NAB: 0.15)
     calibration_fraction: float = 0.15  # trailing part of each training series held out for the threshold
     threshold_quantile: float = 0.995
-    score: str = "rps"  # per-step score: "rps" (ranked probability score over the bins) or "nll"
+    score: str = "rps"  # per-step score, "rps" or "nll" (see SCORES)
     smooth: int = 1  # trailing mean over this many steps of the per-step score
-    adaptive_window: int = 0  # > 0: score = z-score of that mean against the NLLs of this many steps before
+    adaptive_window: int = 0  # > 0: score = z-score of that mean against this many steps' scores before it
     merge_gap: int = 0  # flagged runs at most this many steps apart form one event
     columns: list[str] | None = None
     timestamp: str | None = "auto"
@@ -280,7 +280,7 @@ class StreamScorer:
     """Scores a series chunk by chunk with the model's recurrent state carried: same scores for any chunking."""
 
     def __init__(self, model: MambaModel, quantiser: ValueQuantiser, smooth: int = 1,
-                 device: torch.device | str = "cpu", adaptive_window: int = 0, score: str = "nll"):
+                 device: torch.device | str = "cpu", adaptive_window: int = 0, score: str = "rps"):
         self.model, self.quantiser, self.device = model, quantiser, torch.device(device)
         self.cache = model.allocate_cache(1, device=self.device)
         self.last_logits = None  # (C, V) the prediction of the next step, from the last step pushed
