@@ -39,6 +39,7 @@ from mambaseq.io.series import read_nab, read_train_test, train_test_entities
 from mambaseq.pipelines.anomaly import (AnomalySettings, ScoreSmoother, channel_logits, fit, load_anomaly_run,
                                         step_terms)
 from mambaseq.pipelines.anomaly_baselines import IsolationForestDetector, PCADetector
+from mambaseq.pipelines.training import pick_device
 from mambaseq.tokenizers import ValueQuantiser
 
 from anomaly_bench import NAB_PROFILES, nab_labels  # noqa: E402  (a sibling script)
@@ -61,13 +62,6 @@ def per_channel_terms(model, ids: np.ndarray, device) -> dict[str, np.ndarray]:
             for name, term in (("nll", nll), ("mae", mae), ("crps", rps))}
 
 
-def trailing_mean(x: np.ndarray, k: int) -> np.ndarray:
-    c = np.cumsum(np.concatenate([[0.0], x]))
-    idx = np.arange(1, len(x) + 1)
-    lo = np.maximum(0, idx - k)
-    return (c[idx] - c[lo]) / (idx - lo)
-
-
 def entity_scores(model, train: np.ndarray, test: np.ndarray, device, smooth: int) -> dict[str, np.ndarray]:
     q = model.quantiser
     train_terms = per_channel_terms(model.model, q.encode(train)[0], device)
@@ -78,7 +72,7 @@ def entity_scores(model, train: np.ndarray, test: np.ndarray, device, smooth: in
     raw = {"nll": test_terms["nll"].sum(1), "nll_z": ((test_terms["nll"] - mu) / sd).sum(1),
            "mae": test_terms["mae"].sum(1), "crps": test_terms["crps"].sum(1),
            "crps_x": test_terms["crps"].sum(1) + excess, "excess": excess}
-    return {k: trailing_mean(v, smooth) for k, v in raw.items()}
+    return {k: ScoreSmoother(smooth).update(v) for k, v in raw.items()}  # the shipped trailing mean
 
 
 def nab_study(args, device, work: Path) -> dict:
@@ -125,8 +119,7 @@ def main() -> None:
     ap.add_argument("--baselines", action="store_true", help="also PCA and IsolationForest (CPU, slow on SMD)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = pick_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"command": "python benchmarks/anomaly_variants.py " + " ".join(sys.argv[1:]), "device": str(device),
               "rows": []}
