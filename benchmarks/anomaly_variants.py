@@ -93,6 +93,11 @@ def nab_study(args, device, work: Path) -> dict:
                                       warmup_steps=max(1, steps // 10), seed=0),
                 device=str(device), show_progress=False)
             raw[name] = load_anomaly_run(run, str(device)).scorer().push(series.values)
+        if args.save_raw:  # per-step raw scores, to study post-processing without refitting
+            args.save_raw.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.save_raw / f"nab_raw_{steps}.npz",
+                                **{f"{name}|{k}": r[k].astype(np.float32) for name, r in raw.items()
+                                   for k in ("nll", "rps")})
         for score, smooth, window in itertools.product(("nll", "rps"), args.nab_smooth, args.nab_adaptive):
             scores = {name: ScoreSmoother(smooth, window).update(r[score]) for name, r in raw.items()}
             row = {"variant": f"{score}@{steps} smooth {smooth} window {window}"}
@@ -112,6 +117,7 @@ def main() -> None:
     ap.add_argument("--nab-steps", type=int, nargs="+", default=[100, 300])
     ap.add_argument("--nab-smooth", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--nab-adaptive", type=int, nargs="+", default=[1000, 4000], help="adaptive score windows")
+    ap.add_argument("--save-raw", type=Path, help="NAB: write each fit's raw per-step nll/rps here (npz)")
     ap.add_argument("--limit", type=int, default=0, help="first N entities only")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--smooth", type=int, default=10)
