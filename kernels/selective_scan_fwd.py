@@ -110,6 +110,28 @@ def state_index(offs_e, NT: tl.constexpr, NL: tl.constexpr):
 
 
 @triton.jit
+def load_chunk(u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, offs_e, mask_e, n2, N, c, L,
+               s_ue, s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE: tl.constexpr, LOAD_Z: tl.constexpr,
+               LOAD_C: tl.constexpr):
+    """Chunk c's memory positions and mask (4,), its u, delta, z (BE, 4) and B, C (BN, 4) tiles, as stored (the
+    caller converts them when it uses them). z and C not wanted: u and B stand in (Triton returns no None).
+    Past L everything is masked."""
+    tm, mask_t = chunk_steps(c, L, REVERSE)
+    m2 = mask_e[:, None] & mask_t[None, :]
+    u = tl.load(u_ptr + offs_e[:, None] * s_ue + tm[None, :], mask=m2, other=0.0)
+    dt = tl.load(dt_ptr + offs_e[:, None] * s_de + tm[None, :], mask=m2, other=0.0)
+    mnt = (n2 < N)[:, None] & mask_t[None, :]  # (BN, 4)
+    Bt = tl.load(B_ptr + n2[:, None] * s_Bn + tm[None, :] * s_Bl, mask=mnt, other=0.0)
+    zv = u
+    Ct = Bt
+    if LOAD_Z:
+        zv = tl.load(z_ptr + offs_e[:, None] * s_ze + tm[None, :], mask=m2, other=0.0)
+    if LOAD_C:
+        Ct = tl.load(C_ptr + n2[:, None] * s_Cn + tm[None, :] * s_Cl, mask=mnt, other=0.0)
+    return tm, mask_t, u, dt, zv, Bt, Ct
+
+
+@triton.jit
 def _fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, resets_ptr,
     y_ptr, hN_ptr, ckpt_ptr, seg_ptr,
@@ -166,23 +188,28 @@ def _fwd_kernel(
     n2 = tl.arange(0, NT * NL)  # (BN,)
     c0 = s * seg_chunks
     c1 = tl.minimum(c0 + seg_chunks, n_chunks)
+    # Software pipelining: each iteration issues the loads of the next chunk before the arithmetic of this one,
+    # so their L2 latency hides behind a chunk of work (ncu: without it, ~40% of the warps' cycles waited on the
+    # loads at the top of the chunk; there are too few warps per scheduler to cover it otherwise).
+    nxt = load_chunk(u_ptr, dt_ptr, z_ptr + b * s_zb, B_ptr, C_ptr, offs_e, mask_e, n2, N, c0, L,
+                     s_ue, s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE, HAS_Z and not TOTALS, not TOTALS)
     for c in range(c0, c1):
         if STORE_CKPT:  # state entering every chunk, for the backward's recomputation; (Bt, n_chunks, E, N)
             tl.store(ckpt_ptr + ((b * n_chunks + c) * E + e3) * N + n3, h, mask=mask3)
-        tm, mask_t = chunk_steps(c, L, REVERSE)
+        tm, mask_t, u, dt, zv, Bt, Ct = nxt
+        nxt = load_chunk(u_ptr, dt_ptr, z_ptr + b * s_zb, B_ptr, C_ptr, offs_e, mask_e, n2, N, c + 1, L,
+                         s_ue, s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE, HAS_Z and not TOTALS, not TOTALS)
         m2 = mask_e[:, None] & mask_t[None, :]  # (BE, 4)
-        u = tl.load(u_ptr + offs_e[:, None] * s_ue + tm[None, :], mask=m2, other=0.0).to(tl.float32)
-        dt = tl.load(dt_ptr + offs_e[:, None] * s_de + tm[None, :], mask=m2, other=0.0).to(tl.float32)
+        u = u.to(tl.float32)
+        dt = dt.to(tl.float32)
         if HAS_BIAS:
             dt += Dbias[:, None]
         if SOFTPLUS:
             dt = softplus(dt)
         dt = tl.where(m2, dt, 0.0)  # masked steps: a = 1, b = 0
-        mnt = (n2 < N)[:, None] & mask_t[None, :]  # (BN, 4)
-        Bt = tl.load(B_ptr + n2[:, None] * s_Bn + tm[None, :] * s_Bl, mask=mnt, other=0.0).to(tl.float32)
         dt0, dt1, dt2, dt3 = unpack4(dt, (BE,))
         du0, du1, du2, du3 = unpack4(dt * u, (BE,))
-        B0, B1, B2, B3 = unpack4(Bt, (NT * NL,))
+        B0, B1, B2, B3 = unpack4(Bt.to(tl.float32), (NT * NL,))
         if HAS_RESETS:  # keep = 0 at the first step of a packed sequence: no state flows into it
             k0, k1, k2, k3 = load_keep(resets_ptr + b * s_rb, tm, mask_t, L, REVERSE)
         else:
@@ -200,8 +227,7 @@ def _fwd_kernel(
             h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
             a_run *= a
         else:
-            Ct = tl.load(C_ptr + n2[:, None] * s_Cn + tm[None, :] * s_Cl, mask=mnt, other=0.0).to(tl.float32)
-            C0, C1, C2, C3 = unpack4(Ct, (NT * NL,))
+            C0, C1, C2, C3 = unpack4(Ct.to(tl.float32), (NT * NL,))
             h, a = step(h, dt0, du0, B0, k0, A2, NT, NL)
             y0 = readout(h, C0, NT, NL)
             h, a = step(h, dt1, du1, B1, k1, A2, NT, NL)
@@ -214,9 +240,8 @@ def _fwd_kernel(
             if HAS_D:
                 y += Dv[:, None] * u
             if HAS_Z:
-                zv = tl.load(z_ptr + b * s_zb + offs_e[:, None] * s_ze + tm[None, :], mask=m2,
-                             other=0.0).to(tl.float32)
-                y *= zv * sigmoid(zv)
+                zf = zv.to(tl.float32)
+                y *= zf * sigmoid(zf)
             tl.store(y_ptr + b * s_yb + offs_e[:, None] * s_ye + tm[None, :],
                      y.to(y_ptr.dtype.element_ty), mask=m2)
 
