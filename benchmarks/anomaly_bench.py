@@ -30,7 +30,7 @@ import torch
 from mambaseq import metrics as M
 from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.series import read_nab, read_train_test, train_test_entities
-from mambaseq.pipelines.anomaly import SCORES, AnomalySettings, fit, load_anomaly_run
+from mambaseq.pipelines.anomaly import SCORES, THRESHOLD_QUANTILES, AnomalySettings, fit, load_anomaly_run
 from mambaseq.pipelines.anomaly_baselines import (IsolationForestDetector, PCADetector, RandomDetector,
                                                   WindowedGaussianDetector)
 
@@ -46,18 +46,24 @@ def recipe(args, steps: int) -> tuple[ModelConfig, TrainConfig]:
     return model, train
 
 
-def labelled_metrics(labels: np.ndarray, score: np.ndarray, threshold: float) -> dict:
+def labelled_metrics(labels: np.ndarray, score: np.ndarray, threshold: float, at_quantile: dict) -> dict:
+    """Threshold-free metrics, range-F1 at the detector's training threshold, and range-F1 at the other
+    quantiles of its held-out training scores (`at_quantile`: quantile -> threshold), to show how much the
+    choice of quantile matters."""
+    flags = lambda t: (score > t).astype(np.int64)  # noqa: E731
     return {"vus_pr": M.vus_pr(labels, score), "auc_pr": M.auc_pr(labels, score),
-            "auc_roc": M.auc_roc(labels, score),
-            "range_f1": M.range_f1(labels, (score > threshold).astype(np.int64))}
+            "auc_roc": M.auc_roc(labels, score), "range_f1": M.range_f1(labels, flags(threshold)),
+            "range_f1_at_quantile": {q: M.range_f1(labels, flags(t)) for q, t in at_quantile.items()}}
 
 
-def baseline_threshold(detector_cls, train: np.ndarray, **kw) -> tuple[object, float]:
-    """Fit on the first 85% of the training part; threshold = quantile of scores on the last 15%."""
+def baseline_threshold(detector_cls, train: np.ndarray, **kw) -> tuple[object, float, dict]:
+    """Fit on the first 85% of the training part; threshold = quantile of scores on the last 15% (and the
+    thresholds at THRESHOLD_QUANTILES, as `fit` reports them for the model)."""
     cut = int(round(len(train) * (1 - CALIBRATION)))
     detector = detector_cls(**kw).fit(train[:cut])
     held_out = detector.score(train)[cut:]
-    return detector_cls(**kw).fit(train), float(np.quantile(held_out, QUANTILE))
+    at_quantile = {str(q): float(np.quantile(held_out, q)) for q in THRESHOLD_QUANTILES}
+    return detector_cls(**kw).fit(train), float(np.quantile(held_out, QUANTILE)), at_quantile
 
 
 def run_train_test(args, dataset: str, work: Path) -> dict:
@@ -72,8 +78,8 @@ def run_train_test(args, dataset: str, work: Path) -> dict:
         train_path = folder / f"{entity}_train.parquet"
         settings = AnomalySettings(timestamp="t", label=None, smooth=args.smooth, score=args.score,
                                    calibration_fraction=CALIBRATION, threshold_quantile=QUANTILE)
-        fit([train_path], run, settings=settings,
-            model_cfg=model_cfg, train_cfg=train_cfg, device=args.device, show_progress=False)
+        summary = fit([train_path], run, settings=settings,
+                      model_cfg=model_cfg, train_cfg=train_cfg, device=args.device, show_progress=False)
         fit_s = time.monotonic() - started
         model = load_anomaly_run(run, args.device)
         started = time.monotonic()
@@ -81,16 +87,20 @@ def run_train_test(args, dataset: str, work: Path) -> dict:
         score_s = time.monotonic() - started
         row = {"entity": entity, "steps": len(test), "anomaly_fraction": float(test.labels.mean()),
                "fit_s": fit_s, "score_steps_per_s": len(test) / score_s,
-               "mamba": labelled_metrics(test.labels, score, model.threshold)}
+               "mamba": labelled_metrics(test.labels, score, model.threshold, summary["threshold_at_quantile"])}
         for name, cls, kw in (("pca", PCADetector, {}), ("isolation_forest", IsolationForestDetector, {"seed": args.seed}),
                               ("random", RandomDetector, {"seed": args.seed})):
-            detector, threshold = baseline_threshold(cls, train.values, **kw)
-            row[name] = labelled_metrics(test.labels, detector.score(test.values), threshold)
+            detector, threshold, at_quantile = baseline_threshold(cls, train.values, **kw)
+            row[name] = labelled_metrics(test.labels, detector.score(test.values), threshold, at_quantile)
         rows.append(row)
         print(f"{dataset} {entity}: " + "  ".join(f"{k} VUS-PR {row[k]['vus_pr']:.3f}"
                                                  for k in ("mamba", "pca", "isolation_forest", "random")), flush=True)
     detectors = ("mamba", "pca", "isolation_forest", "random")
-    mean = {d: {m: float(np.mean([r[d][m] for r in rows])) for m in rows[0][d]} for d in detectors}
+    mean = {d: {m: float(np.mean([r[d][m] for r in rows])) for m in rows[0][d] if m != "range_f1_at_quantile"}
+            for d in detectors}
+    for d in detectors:
+        mean[d]["range_f1_at_quantile"] = {q: float(np.mean([r[d]["range_f1_at_quantile"][q] for r in rows]))
+                                           for q in rows[0][d]["range_f1_at_quantile"]}
     return {"entities": rows, "mean": mean}
 
 
@@ -177,6 +187,12 @@ def markdown(results: dict, args) -> str:
                   "| detector | VUS-PR | AUC-PR | AUC-ROC | range-F1 at training threshold |", "|---|---|---|---|---|"]
         for d, m in r["mean"].items():
             lines.append(f"| {d} | {m['vus_pr']:.3f} | {m['auc_pr']:.3f} | {m['auc_roc']:.3f} | {m['range_f1']:.3f} |")
+        quantiles = list(r["mean"]["mamba"]["range_f1_at_quantile"])
+        lines += ["", "Range-F1 at other quantiles of each detector's held-out training scores (mean):", "",
+                  "| detector | " + " | ".join(f"q = {q}" for q in quantiles) + " |",
+                  "|---|" + "---|" * len(quantiles)]
+        lines += [f"| {d} | " + " | ".join(f"{m['range_f1_at_quantile'][q]:.3f}" for q in quantiles) + " |"
+                  for d, m in r["mean"].items()]
         lines += ["", "Per entity (VUS-PR): " + "; ".join(
             f"{e['entity']} {e['mamba']['vus_pr']:.3f} / {e['pca']['vus_pr']:.3f} / {e['isolation_forest']['vus_pr']:.3f}"
             for e in r["entities"]) + " (mamba / PCA / IsolationForest)", ""]

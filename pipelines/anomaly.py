@@ -53,6 +53,7 @@ from mambaseq.tokenizers import ValueQuantiser
 # it, and past the range the predicted CDF is flat, so the CRPS of the value's true position grows by exactly that
 # distance. benchmarks/results/anomaly_variants_*: rps ranks SMD and ASD anomalies better than nll.
 SCORES = ("rps", "nll")
+THRESHOLD_QUANTILES = (0.99, 0.995, 0.999)  # fit.json lists the threshold each would give, to pick another
 
 
 class AnomalyError(ValueError):
@@ -210,7 +211,9 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
     _plot_loss(history, out / "loss.png")
     summary = {"threshold": threshold, "steps": len(history), "seq_len": seq_len,
                "final_train_bits_per_value": history[-1]["train_bits_per_value"] if history else None,
-               "calibration_mean_score": float(calibration.mean()), "elapsed_s": time.monotonic() - started,
+               "calibration_mean_score": float(calibration.mean()),
+               "threshold_at_quantile": {str(q): float(np.quantile(calibration, q)) for q in THRESHOLD_QUANTILES},
+               "elapsed_s": time.monotonic() - started,
                "device": str(dev), "columns": series[0].columns}
     write_json_atomic(out / "fit.json", summary)
     return summary
