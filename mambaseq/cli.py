@@ -278,6 +278,16 @@ def anomaly_fit(
     smooth: int = typer.Option(1, help="score = mean per-step score over this many trailing steps"),
     adaptive_window: int = typer.Option(0, help="> 0: score = z-score of that mean against the per-step scores "
                                         "of this many steps before it (drifting streams with no training file)"),
+    baseline_window: int = typer.Option(0, help="> 0: score = the mean's excess over the --baseline-quantile of "
+                                        "the previous this-many steps' means (instead of --adaptive-window)"),
+    baseline_quantile: float = typer.Option(0.995, help="quantile of the baseline window"),
+    season_days: int = typer.Option(0, help="raise the baseline to the scores at the same time of day on each of "
+                                    "this many past days (needs datetime timestamps or --season-period)"),
+    season_slack: int = typer.Option(6, help="... within +- this many steps"),
+    season_period: int = typer.Option(0, help="steps per day (0: from the training timestamps)"),
+    gate: int = typer.Option(0, help="> 0: one alert per rise: a step keeps its score only when it is above all "
+                             "of the previous this-many steps' (streams such as NAB: --baseline-window 2000 "
+                             "--season-days 5 --gate 30)"),
     merge_gap: int = typer.Option(0, help="flagged runs at most this many steps apart form one event"),
     n_bins: int = typer.Option(64, help="value bins per channel"),
     seq_len: int = typer.Option(256, help="training window length (cut to the shortest training part)"),
@@ -301,7 +311,9 @@ def anomaly_fit(
     settings = AnomalySettings(n_bins=n_bins, fit_fraction=fit_fraction, calibration_fraction=calibration_fraction,
                                threshold_quantile=threshold_quantile, score=score, smooth=smooth,
                                merge_gap=merge_gap,
-                               adaptive_window=adaptive_window,
+                               adaptive_window=adaptive_window, baseline_window=baseline_window,
+                               baseline_quantile=baseline_quantile, season_days=season_days,
+                               season_slack=season_slack, season_period=season_period, gate=gate,
                                columns=_column_list(columns), timestamp=none(timestamp), label=none(label),
                                order=order)
     train_cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size, steps=steps, max_minutes=minutes, lr=lr,

@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mambaseq.config import ModelConfig, TrainConfig
-from mambaseq.io.series import SeriesError, read_nab, read_series, read_train_test, stream_rows
+from mambaseq.io.series import Series, SeriesError, read_nab, read_series, read_train_test, stream_rows
 import torch
 
-from mambaseq.pipelines.anomaly import (AnomalySettings, ScoreSmoother, StreamScorer, channel_logits,
-                                        events_from_flags, fit, load_anomaly_run, ranked_probability_score,
-                                        score_files, score_stream)
+from mambaseq.pipelines.anomaly import (AnomalyError, AnomalySettings, ScoreSmoother, StreamScorer,
+                                        channel_logits, events_from_flags, fit, load_anomaly_run,
+                                        ranked_probability_score, score_files, score_stream, steps_per_day)
 from mambaseq.pipelines.anomaly_baselines import BASELINES, fill_forward
 from mambaseq.metrics import auc_roc
 from mambaseq.tokenizers import ValueQuantiser
@@ -248,10 +248,12 @@ def test_stream_chunks_equal_one_pass(asd_run):
         at += size
     for key in ("nll", "rps", "score"):
         np.testing.assert_allclose(np.concatenate([p[key] for p in parts]), whole[key], rtol=1e-4, atol=1e-4)
-    adaptive = StreamScorer(run.model, run.quantiser, 3, "cpu", adaptive_window=100)
-    pieces = [adaptive.push(values[a:a + 37])["score"] for a in range(0, len(values), 37)]
-    expected = StreamScorer(run.model, run.quantiser, 3, "cpu", adaptive_window=100).push(values)["score"]
-    np.testing.assert_allclose(np.concatenate(pieces), expected, rtol=1e-4, atol=1e-4)
+    for post in (dict(smooth=3, adaptive_window=100),
+                 dict(baseline_window=50, season_days=2, season_period=40, season_slack=2, gate=5)):
+        scorer = StreamScorer(run.model, run.quantiser, "cpu", smoother=ScoreSmoother(**post))
+        pieces = [scorer.push(values[a:a + 37])["score"] for a in range(0, len(values), 37)]
+        expected = StreamScorer(run.model, run.quantiser, "cpu", smoother=ScoreSmoother(**post)).push(values)
+        np.testing.assert_allclose(np.concatenate(pieces), expected["score"], rtol=1e-4, atol=1e-4)
 
 
 def test_predict_scores_series_files_like_anomaly_score(asd_run, tmp_path, monkeypatch, capsys):
@@ -279,6 +281,55 @@ def test_adaptive_score_fades_after_a_lasting_change():
     score = ScoreSmoother(smooth=1, adaptive_window=50).update(nll)
     assert np.argmax(score) == 300 and score[300] > 20 and abs(score[599]) < 3
     assert ScoreSmoother(smooth=4).update(np.arange(6.0)).tolist() == [0, 0.5, 1, 1.5, 2.5, 3.5]
+
+
+def excess_reference(x, window, q, days, period, slack, gate):
+    """ScoreSmoother's baseline and gate stages written plainly over the whole array (smooth = 1)."""
+    s = np.empty(len(x))
+    for t in range(len(x)):
+        base = np.quantile(x[max(0, t - window):t], q) if t else 0.0
+        season = [x[max(0, t - j * period - slack):t - max(1, j * period - slack) + 1]
+                  for j in range(1, days + 1) if j * period <= t]
+        s[t] = x[t] - max([base] + [v.max() for v in season])
+    if not gate:
+        return s
+    return np.array([s[t] if t == 0 or s[t] > s[max(0, t - gate):t].max() else min(s[t], 0.0)
+                     for t in range(len(x))])
+
+
+@pytest.mark.parametrize("window, q, days, period, slack, gate", [(20, 0.9, 2, 7, 1, 3), (5, 0.5, 0, 0, 6, 0),
+                                                                  (30, 1.0, 3, 4, 6, 10)])
+def test_baseline_excess_and_gate_match_a_plain_reference(window, q, days, period, slack, gate):
+    x = np.random.default_rng(window).gamma(1.0, size=300)
+    x[150:160] += 8.0
+    smoother = ScoreSmoother(baseline_window=window, baseline_quantile=q, season_days=days, season_period=period,
+                             season_slack=slack, gate=gate)
+    got = np.concatenate([smoother.update(x[a:a + 23]) for a in range(0, len(x), 23)])
+    np.testing.assert_allclose(got, excess_reference(x, window, q, days, period, slack, gate), atol=1e-12)
+
+
+def test_daily_repeats_stop_alerting_the_gate_keeps_one_alert_and_settings_are_checked():
+    x = np.zeros(24 * 6)
+    x[24 * np.arange(6) + 7] = 10.0  # a spike at the same hour every day: an alert on the first day only
+    score = ScoreSmoother(baseline_window=200, season_days=3, season_period=24, season_slack=1).update(x)
+    assert score[7] == 10.0 and (score[24 * np.arange(1, 6) + 7] == 0.0).all()
+    plateau = np.concatenate([np.zeros(50), np.full(10, 5.0), np.zeros(10)])
+    gated = ScoreSmoother(baseline_window=100, baseline_quantile=0.5, gate=20).update(plateau)
+    assert gated[50] == 5.0 and (gated[51:] <= 0).all()
+    for bad in (dict(adaptive_window=10, baseline_window=10), dict(season_days=2), dict(gate=-1),
+                dict(baseline_window=10, baseline_quantile=0.0)):
+        with pytest.raises(AnomalyError):
+            AnomalySettings(**bad)
+
+
+def test_steps_per_day_from_timestamps():
+    stamps = np.datetime64("2024-01-01T00:00") + np.arange(10) * np.timedelta64(5, "m")
+    assert steps_per_day(Series("s", np.zeros((10, 1)), ["v"], stamps)) == 288
+    with pytest.raises(AnomalyError, match="datetime timestamps"):
+        steps_per_day(Series("s", np.zeros((10, 1)), ["v"], np.arange(10.0)))
+    every_two_days = np.datetime64("2024-01-01T00:00") + np.arange(3) * np.timedelta64(2, "D")
+    with pytest.raises(AnomalyError, match="sub-daily"):
+        steps_per_day(Series("s", np.zeros((3, 1)), ["v"], every_two_days))
 
 
 def test_cli_stream_matches_file_scores(asd_run, tmp_path, monkeypatch, capsys):
