@@ -272,7 +272,7 @@ def anomaly_fit(
     fit_fraction: float = typer.Option(1.0, help="use only this leading fraction of each file (NAB: 0.15)"),
     calibration_fraction: float = typer.Option(0.15, help="trailing part of the training data held out to "
                                                "set the threshold"),
-    threshold_quantile: float = typer.Option(0.995, help="threshold = this quantile of held-out scores"),
+    threshold_quantile: float = typer.Option(0.99, help="threshold = this quantile of held-out scores"),
     score: str = typer.Option("rps", help="per-step score: rps (ranked probability score over the value bins: "
                               "grows with how far off a value is) or nll (negative log-likelihood)"),
     smooth: int = typer.Option(1, help="score = mean per-step score over this many trailing steps"),
