@@ -406,16 +406,22 @@ def test_constant_series_is_defined(tmp_path):
 
 
 def test_fit_on_nab_probationary_part(tmp_path):
-    """NAB style: fit on the first 15% of the bundled nyc_taxi file, score the whole file."""
-    settings = AnomalySettings(fit_fraction=0.15, smooth=5)
+    """NAB style: fit on the first 15% of the bundled nyc_taxi file (30-minute steps), score the whole file with
+    the stream post-processing; the steps per day come from the timestamps."""
+    settings = AnomalySettings(fit_fraction=0.15, baseline_window=2000, season_days=5, gate=30)
     summary = fit([ASD / "nyc_taxi.csv"], tmp_path / "run", settings=settings, model_cfg=TINY,
                   train_cfg=QUICK, device="cpu", show_progress=False)
     assert summary["seq_len"] == 128
+    run = load_anomaly_run(tmp_path / "run", device="cpu")
+    assert run.settings.season_period == 48 and run.settings.gate == 30
     scored = score_files(tmp_path / "run", [ASD / "nyc_taxi.csv"], tmp_path / "out", plot=False, device="cpu",
                          show_progress=False)
     frame = pl.read_parquet(tmp_path / "out" / "nyc_taxi.scores.parquet")
     assert frame.height == 10320 and frame["timestamp"].dtype.is_temporal()
     assert scored[0]["steps"] == 10320
+    raw = frame["rps"].to_numpy()
+    np.testing.assert_allclose(frame["score"].to_numpy(), ScoreSmoother.from_settings(run.settings).update(raw),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_fit_and_score_real_smd(shared_data, tmp_path):
@@ -476,6 +482,11 @@ def test_cli_fit_and_score_bad_input(asd_run, tmp_path, monkeypatch, capsys):
           tmp_path / "r"], "goes back"),
         (["fit", write_csv(tmp_path / "short.csv", "v\n1\n2\n3\n"), "--out", tmp_path / "r"], "too few"),
         (["fit", ASD / "omi-1_train.parquet", "--score", "mse", "--out", tmp_path / "r"], "score must be one of"),
+        (["fit", ASD / "omi-1_train.parquet", "--season-days", "2", "--out", tmp_path / "r"], "needs baseline_window"),
+        (["fit", ASD / "omi-1_train.parquet", "--timestamp", "t", "--baseline-window", "50", "--season-days", "2",
+          "--out", tmp_path / "r"], "needs datetime timestamps"),
+        (["fit", ASD / "omi-1_train.parquet", "--adaptive-window", "9", "--baseline-window", "9", "--out",
+          tmp_path / "r"], "choose one"),
         (["score", "--model", root / "run", write_csv(tmp_path / "other.csv", "t,x,y\n0,1,2\n"), "--out",
           tmp_path / "o"], "no column 'f00'"),
         (["score", "--model", tmp_path / "nowhere", ASD / "omi-1_test.parquet", "--out", tmp_path / "o"],
