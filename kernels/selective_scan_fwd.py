@@ -7,13 +7,14 @@ parallel, STEPS (= 4) positions per chunk.
     dt_t = softplus(delta_t + delta_bias)      a_t = exp(dt_t A) = exp2(dt_t A log2(e))     b_t = dt_t B_t u_t
     h_t  = a_t h_{t-1} + b_t                   y_t = (<C_t, h_t> + D u_t) * silu(z_t)
 
-One program owns BE channels of one batch row and walks L in chunks of 4 steps, with the (BE, N) state in
-registers. Per chunk it loads (BE, 4) tiles of u/delta/z (4 contiguous positions per channel: one 8-byte
-load per thread in bf16) and (N, 4) tiles of B/C (shared by the block's channels, which the launcher keeps
-inside one group), unpacks the 4 positions with `tl.split`, and runs the recurrence step by step: one exp2,
-two multiplies and two fused multiply-adds per (channel, state, step), plus the sum over N for y. Only y
-(and, when a backward will follow, the state entering each chunk) goes back to memory: the (Bt, E, L, N)
-states never exist.
+One program owns BE channels of one batch row and walks L in pairs of chunks of 4 steps, with the (BE, N) state
+in registers. Per pair it loads (BE, 8) tiles of u/delta/z (8 contiguous positions per channel: one 16-byte
+load per thread in bf16; the L1 path, not the arithmetic, bounded the 4-step loads, NOTES.md item 14) and
+(N, 8) tiles of B/C (shared by the block's channels, which the launcher keeps inside one group), splits them
+into the two chunks and each chunk into its 4 positions with `tl.split`, and runs the recurrence step by step:
+one exp2, two multiplies and two fused multiply-adds per (channel, state, step), plus the sum over N for y.
+Only y (and, when a backward will follow, the state entering each chunk) goes back to memory: the
+(Bt, E, L, N) states never exist.
 
 When Bt * E / BE programs cannot fill the GPU, L is cut into S segments: a first launch (TOTALS) runs each
 segment from a zero state and keeps its end state and its decay product; the main launch then starts
@@ -25,7 +26,7 @@ block the step into memory position m when resets[m + 1] is set, which keeps seg
 import triton
 import triton.language as tl
 
-STEPS = 4  # steps per chunk of the forward: one 8-byte bf16 load per thread and channel, unpacked by tl.split
+STEPS = 4  # steps per chunk (the unit of the checkpoints and of the backward); the forward loads 2 chunks at once
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E): ex2 is the hardware exponential
 
 
@@ -110,17 +111,38 @@ def state_index(offs_e, NT: tl.constexpr, NL: tl.constexpr):
 
 
 @triton.jit
-def load_chunk(u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, offs_e, mask_e, n2, N, c, L,
-               s_ue, s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE: tl.constexpr, LOAD_Z: tl.constexpr,
-               LOAD_C: tl.constexpr):
-    """Chunk c's memory positions and mask (4,), its u, delta, z (BE, 4) and B, C (BN, 4) tiles, as stored (the
-    caller converts them when it uses them). z and C not wanted: u and B stand in (Triton returns no None).
-    Past L everything is masked."""
-    tm, mask_t = chunk_steps(c, L, REVERSE)
+def pair_steps(q, L, REVERSE: tl.constexpr):
+    """Memory positions (8,) of chunks 2q and 2q + 1 and their mask."""
+    t = q * 8 + tl.arange(0, 8)
+    if REVERSE:
+        return L - 1 - t, t < L
+    return t, t < L
+
+
+@triton.jit
+def halves(x, R: tl.constexpr):
+    """The 2 chunks (R, 4) of an (R, 8) tile: columns 0-3 and 4-7."""
+    return tl.split(tl.permute(tl.reshape(x, (R, 2, 4)), (0, 2, 1)))
+
+
+@triton.jit
+def unhalve(x0, x1, R: tl.constexpr):
+    """Inverse of halves."""
+    return tl.reshape(tl.permute(tl.join(x0, x1), (0, 2, 1)), (R, 8))
+
+
+@triton.jit
+def load_pair(u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, offs_e, mask_e, n2, N, q, L,
+              s_ue, s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE: tl.constexpr, LOAD_Z: tl.constexpr,
+              LOAD_C: tl.constexpr):
+    """Chunks 2q, 2q + 1: memory positions and mask (8,), u, delta, z (BE, 8) and B, C (BN, 8) tiles, as stored
+    (the caller converts them). z and C not wanted: u and B stand in (Triton returns no None). Past L everything
+    is masked."""
+    tm, mask_t = pair_steps(q, L, REVERSE)
     m2 = mask_e[:, None] & mask_t[None, :]
     u = tl.load(u_ptr + offs_e[:, None] * s_ue + tm[None, :], mask=m2, other=0.0)
     dt = tl.load(dt_ptr + offs_e[:, None] * s_de + tm[None, :], mask=m2, other=0.0)
-    mnt = (n2 < N)[:, None] & mask_t[None, :]  # (BN, 4)
+    mnt = (n2 < N)[:, None] & mask_t[None, :]
     Bt = tl.load(B_ptr + n2[:, None] * s_Bn + tm[None, :] * s_Bl, mask=mnt, other=0.0)
     zv = u
     Ct = Bt
@@ -129,6 +151,49 @@ def load_chunk(u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, offs_e, mask_e, n2, N, c, L,
     if LOAD_C:
         Ct = tl.load(C_ptr + n2[:, None] * s_Cn + tm[None, :] * s_Cl, mask=mnt, other=0.0)
     return tm, mask_t, u, dt, zv, Bt, Ct
+
+
+@triton.jit
+def chunk(h, a_run, dt4, du4, B4, C4, A2, c, resets_ptr, L, ckpt_ptr, ckpt_off, ckpt_mask,
+          BE: tl.constexpr, NT: tl.constexpr, NL: tl.constexpr, HAS_RESETS: tl.constexpr, REVERSE: tl.constexpr,
+          STORE_CKPT: tl.constexpr, TOTALS: tl.constexpr):
+    """Chunk c's 4 steps on the state (after storing the state entering it): returns (h, a_run, y (BE, 4));
+    the TOTALS pass keeps the decay product a_run and computes no y (dt4 stands in)."""
+    if STORE_CKPT:
+        tl.store(ckpt_ptr + ckpt_off, h, mask=ckpt_mask)
+    dt0, dt1, dt2, dt3 = unpack4(dt4, (BE,))
+    du0, du1, du2, du3 = unpack4(du4, (BE,))
+    B0, B1, B2, B3 = unpack4(B4, (NT * NL,))
+    if HAS_RESETS:
+        tm, mask_t = chunk_steps(c, L, REVERSE)
+        k0, k1, k2, k3 = load_keep(resets_ptr, tm, mask_t, L, REVERSE)
+    else:
+        k0 = tl.full((1,), 1.0, tl.float32)
+        k1 = k0
+        k2 = k0
+        k3 = k0
+    if TOTALS:
+        h, a = step(h, dt0, du0, B0, k0, A2, NT, NL)
+        a_run *= a
+        h, a = step(h, dt1, du1, B1, k1, A2, NT, NL)
+        a_run *= a
+        h, a = step(h, dt2, du2, B2, k2, A2, NT, NL)
+        a_run *= a
+        h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
+        a_run *= a
+        y = dt4
+    else:
+        C0, C1, C2, C3 = unpack4(C4, (NT * NL,))
+        h, a = step(h, dt0, du0, B0, k0, A2, NT, NL)
+        y0 = readout(h, C0, NT, NL)
+        h, a = step(h, dt1, du1, B1, k1, A2, NT, NL)
+        y1 = readout(h, C1, NT, NL)
+        h, a = step(h, dt2, du2, B2, k2, A2, NT, NL)
+        y2 = readout(h, C2, NT, NL)
+        h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
+        y3 = readout(h, C3, NT, NL)
+        y = pack4(y0, y1, y2, y3, (BE,))
+    return h, a_run, y
 
 
 @triton.jit
@@ -143,9 +208,9 @@ def _fwd_kernel(
     HAS_H0: tl.constexpr, HAS_RESETS: tl.constexpr, REVERSE: tl.constexpr,
     STORE_HN: tl.constexpr, STORE_CKPT: tl.constexpr, TOTALS: tl.constexpr, HAS_SEG: tl.constexpr,
 ):
-    # The state is an (NT, BE, NL) register tile, the N states of a channel split as NT x NL. Each chunk loads
-    # (BE, 4) tiles (4 contiguous steps per channel: one 8-byte load per thread for bf16) and `tl.split` unpacks
-    # the 4 steps, so the recurrence runs step by step in registers, no associative scan. Triton takes the
+    # The state is an (NT, BE, NL) register tile, the N states of a channel split as NT x NL. Each pair of chunks
+    # loads (BE, 8) tiles (8 contiguous steps per channel: one 16-byte load per thread for bf16) and `tl.split`
+    # unpacks the steps, so the recurrence runs step by step in registers, no associative scan. Triton takes the
     # layout from the loads: with NL = 1 (Triton 3.6) A's load, contiguous along N, gives the tile 16 lanes over
     # NT and 2 over BE, so y's sum over N and the B/C broadcasts cost ~4 shuffles per element (NOTES.md: a
     # one-channel-per-thread variant without them was slower, bound by loading B/C into every thread).
@@ -186,20 +251,16 @@ def _fwd_kernel(
     if HAS_BIAS:
         Dbias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
     n2 = tl.arange(0, NT * NL)  # (BN,)
-    c0 = s * seg_chunks
-    c1 = tl.minimum(c0 + seg_chunks, n_chunks)
-    # Software pipelining: each iteration issues the loads of the next chunk before the arithmetic of this one,
-    # so their L2 latency hides behind a chunk of work (ncu: without it, ~40% of the warps' cycles waited on the
-    # loads at the top of the chunk; there are too few warps per scheduler to cover it otherwise).
-    nxt = load_chunk(u_ptr, dt_ptr, z_ptr + b * s_zb, B_ptr, C_ptr, offs_e, mask_e, n2, N, c0, L,
-                     s_ue, s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE, HAS_Z and not TOTALS, not TOTALS)
-    for c in range(c0, c1):
-        if STORE_CKPT:  # state entering every chunk, for the backward's recomputation; (Bt, n_chunks, E, N)
-            tl.store(ckpt_ptr + ((b * n_chunks + c) * E + e3) * N + n3, h, mask=mask3)
-        tm, mask_t, u, dt, zv, Bt, Ct = nxt
-        nxt = load_chunk(u_ptr, dt_ptr, z_ptr + b * s_zb, B_ptr, C_ptr, offs_e, mask_e, n2, N, c + 1, L,
-                         s_ue, s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE, HAS_Z and not TOTALS, not TOTALS)
-        m2 = mask_e[:, None] & mask_t[None, :]  # (BE, 4)
+    q0 = s * (seg_chunks // 2)  # pairs of chunks; the launcher makes seg_chunks even
+    q1 = tl.minimum(q0 + seg_chunks // 2, tl.cdiv(n_chunks, 2))
+    if not TOTALS:
+        a_run = h  # unused outside the TOTALS pass
+    ck_e = b * n_chunks * E + e3
+    for q in range(q0, q1):
+        tm, mask_t, u, dt, zv, Bt, Ct = load_pair(u_ptr, dt_ptr, z_ptr + b * s_zb, B_ptr, C_ptr, offs_e, mask_e,
+                                                  n2, N, q, L, s_ue, s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE,
+                                                  HAS_Z and not TOTALS, not TOTALS)
+        m2 = mask_e[:, None] & mask_t[None, :]  # (BE, 8)
         u = u.to(tl.float32)
         dt = dt.to(tl.float32)
         if HAS_BIAS:
@@ -207,36 +268,19 @@ def _fwd_kernel(
         if SOFTPLUS:
             dt = softplus(dt)
         dt = tl.where(m2, dt, 0.0)  # masked steps: a = 1, b = 0
-        dt0, dt1, dt2, dt3 = unpack4(dt, (BE,))
-        du0, du1, du2, du3 = unpack4(dt * u, (BE,))
-        B0, B1, B2, B3 = unpack4(Bt.to(tl.float32), (NT * NL,))
-        if HAS_RESETS:  # keep = 0 at the first step of a packed sequence: no state flows into it
-            k0, k1, k2, k3 = load_keep(resets_ptr + b * s_rb, tm, mask_t, L, REVERSE)
-        else:
-            k0 = tl.full((1,), 1.0, tl.float32)
-            k1 = k0
-            k2 = k0
-            k3 = k0
-        if TOTALS:
-            h, a = step(h, dt0, du0, B0, k0, A2, NT, NL)
-            a_run *= a
-            h, a = step(h, dt1, du1, B1, k1, A2, NT, NL)
-            a_run *= a
-            h, a = step(h, dt2, du2, B2, k2, A2, NT, NL)
-            a_run *= a
-            h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
-            a_run *= a
-        else:
-            C0, C1, C2, C3 = unpack4(Ct.to(tl.float32), (NT * NL,))
-            h, a = step(h, dt0, du0, B0, k0, A2, NT, NL)
-            y0 = readout(h, C0, NT, NL)
-            h, a = step(h, dt1, du1, B1, k1, A2, NT, NL)
-            y1 = readout(h, C1, NT, NL)
-            h, a = step(h, dt2, du2, B2, k2, A2, NT, NL)
-            y2 = readout(h, C2, NT, NL)
-            h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
-            y3 = readout(h, C3, NT, NL)
-            y = pack4(y0, y1, y2, y3, (BE,))  # (BE, 4)
+        dta, dtb = halves(dt, BE)
+        dua, dub = halves(dt * u, BE)
+        Ba, Bb = halves(Bt.to(tl.float32), NT * NL)
+        Ca, Cb = halves(Ct.to(tl.float32), NT * NL)
+        c = q * 2
+        rp = resets_ptr + b * s_rb
+        h, a_run, ya = chunk(h, a_run, dta, dua, Ba, Ca, A2, c, rp, L, ckpt_ptr, (ck_e + c * E) * N + n3,
+                             mask3, BE, NT, NL, HAS_RESETS, REVERSE, STORE_CKPT, TOTALS)
+        last = mask3 & (n3 * 0 + c + 1 < n_chunks)  # an odd chunk count: the pair's second chunk is past L
+        h, a_run, yb = chunk(h, a_run, dtb, dub, Bb, Cb, A2, c + 1, rp, L, ckpt_ptr, (ck_e + (c + 1) * E) * N + n3,
+                             last, BE, NT, NL, HAS_RESETS, REVERSE, STORE_CKPT, TOTALS)
+        if not TOTALS:
+            y = unhalve(ya, yb, BE)  # (BE, 8)
             if HAS_D:
                 y += Dv[:, None] * u
             if HAS_Z:
@@ -293,7 +337,7 @@ def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_h
         segments = 1
         while Bt * n_eb * segments < 8 * sm_count and n_chunks // (segments * 2) >= 8:
             segments *= 2
-    seg_chunks = triton.cdiv(n_chunks, segments)
+    seg_chunks = triton.cdiv(triton.cdiv(n_chunks, segments), 2) * 2  # whole pairs of chunks
     S = triton.cdiv(n_chunks, seg_chunks)
     dev = u.device
     y = torch.empty_like(u)

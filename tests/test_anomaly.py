@@ -232,7 +232,8 @@ def test_threshold_flags_about_the_quantile_on_training_data(asd_run):
     train = read_series(ASD / "omi-1_train.parquet", timestamp="t")
     score = run.scorer().push(train.values)["score"]
     held_out = score[int(round(len(score) * 0.85)):]
-    assert np.mean(held_out > run.threshold) <= 0.01  # quantile 0.99 of exactly these scores
+    # the threshold is the quantile of exactly these scores (rescoring may differ by float rounding)
+    assert np.mean(held_out > run.threshold) <= 1 - run.settings.threshold_quantile + 0.002
 
 
 def test_stream_chunks_equal_one_pass(asd_run):
