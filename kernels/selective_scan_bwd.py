@@ -36,7 +36,7 @@ per channel like the forward, at one exponential and three multiply-adds a step.
 import triton
 import triton.language as tl
 
-from mambaseq.kernels.selective_scan_fwd import (LOG2E, STEPS, block_channels, chunk_steps, load_keep, pack4,
+from mambaseq.kernels.selective_scan_fwd import (LOG2E, STEPS, block_channels, block_steps, load_keep, pack4,
                                                 sigmoid, softplus, unpack4)
 
 
@@ -153,7 +153,7 @@ def _bwd_kernel(
     c1 = tl.minimum(c0 + seg_chunks, n_chunks)
     for ci in range(c0, c1):
         c = c1 - 1 - (ci - c0)
-        tm, mask_t = chunk_steps(c, L, REVERSE)
+        tm, mask_t = block_steps(c, L, 4, REVERSE)
         m3t = m_e & mask_t[None, None, :]  # (NG, BE, 4)
         xdt = tl.load(dt_ptr + et * s_de + tm[None, None, :], mask=m3t, other=0.0).to(tl.float32)
         if HAS_BIAS:

@@ -69,9 +69,10 @@ def pack4(x0, x1, x2, x3, SHAPE: tl.constexpr):
 
 
 @triton.jit
-def chunk_steps(c, L, REVERSE: tl.constexpr):
-    """Memory positions (4,) of chunk c's steps and their mask (steps past L do nothing)."""
-    t = c * 4 + tl.arange(0, 4)
+def block_steps(i, L, WIDTH: tl.constexpr, REVERSE: tl.constexpr):
+    """Memory positions (WIDTH,) of the i-th block of WIDTH steps (a chunk: 4) and their mask (steps past L do
+    nothing)."""
+    t = i * WIDTH + tl.arange(0, WIDTH)
     if REVERSE:
         return L - 1 - t, t < L
     return t, t < L
@@ -111,15 +112,6 @@ def state_index(offs_e, NT: tl.constexpr, NL: tl.constexpr):
 
 
 @triton.jit
-def pair_steps(q, L, REVERSE: tl.constexpr):
-    """Memory positions (8,) of chunks 2q and 2q + 1 and their mask."""
-    t = q * 8 + tl.arange(0, 8)
-    if REVERSE:
-        return L - 1 - t, t < L
-    return t, t < L
-
-
-@triton.jit
 def halves(x, R: tl.constexpr):
     """The 2 chunks (R, 4) of an (R, 8) tile: columns 0-3 and 4-7."""
     return tl.split(tl.permute(tl.reshape(x, (R, 2, 4)), (0, 2, 1)))
@@ -138,7 +130,7 @@ def load_pair(u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, offs_e, mask_e, n2, N, q, L,
     """Chunks 2q, 2q + 1: memory positions and mask (8,), u, delta, z (BE, 8) and B, C (BN, 8) tiles, as stored
     (the caller converts them). z and C not wanted: u and B stand in (Triton returns no None). Past L everything
     is masked."""
-    tm, mask_t = pair_steps(q, L, REVERSE)
+    tm, mask_t = block_steps(q, L, 8, REVERSE)  # chunks 2q and 2q + 1
     m2 = mask_e[:, None] & mask_t[None, :]
     u = tl.load(u_ptr + offs_e[:, None] * s_ue + tm[None, :], mask=m2, other=0.0)
     dt = tl.load(dt_ptr + offs_e[:, None] * s_de + tm[None, :], mask=m2, other=0.0)
@@ -165,7 +157,7 @@ def chunk(h, a_run, dt4, du4, B4, C4, A2, c, resets_ptr, L, ckpt_ptr, ckpt_off, 
     du0, du1, du2, du3 = unpack4(du4, (BE,))
     B0, B1, B2, B3 = unpack4(B4, (NT * NL,))
     if HAS_RESETS:
-        tm, mask_t = chunk_steps(c, L, REVERSE)
+        tm, mask_t = block_steps(c, L, 4, REVERSE)
         k0, k1, k2, k3 = load_keep(resets_ptr, tm, mask_t, L, REVERSE)
     else:
         k0 = tl.full((1,), 1.0, tl.float32)
