@@ -27,9 +27,10 @@ the launcher sums: no atomics. dA, dD and d(delta_bias) are summed over the prog
 (batch row, segment, channel).
 
 When Bt * E / BE programs cannot fill the GPU, L is cut into S segments, mirroring the forward's totals pass in
-reverse: a first launch (TOTALS) runs each segment's adjoint from a zero carry and keeps the gradient p_s it
-sends to the state entering the segment and the segment's decay product P_s; the main launch then starts
-segment s from the exact carry, folded from the totals of segments S-1 .. s+1 (and the final state's gradient).
+reverse: a first launch (TOTALS) runs the adjoint of each segment but the first from a zero carry and keeps the
+gradient p_s it sends to the state entering the segment and the segment's decay product P_s; the main launch
+then starts segment s from the exact carry, folded from the totals of segments S-1 .. s+1 (and the final
+state's gradient).
 The totals pass needs no states (the adjoint does not depend on h) and no sums: it runs with NG = 1, one lane
 per channel like the forward, at one exponential and three multiply-adds a step.
 """
@@ -106,6 +107,8 @@ def _bwd_kernel(
     eb = pid % n_eb
     e0 = eb * BE
     s = tl.program_id(1)
+    if TOTALS:  # no segment reads segment 0's totals: the TOTALS launch starts at segment 1
+        s += 1
     offs_e = e0 + tl.arange(0, BE)
     ng = tl.arange(0, NG)[:, None, None, None]
     e4 = offs_e[None, :, None, None]  # (1, BE, 1, 1)
@@ -343,8 +346,8 @@ def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, rev
     if S > 1:  # the adjoint alone needs no sums over states or channels: one lane per channel, as the forward
         BE1 = block_channels(E, EG, 32)
         NQ1, R1 = state_split(BN)
-        _bwd_kernel[(Bt * triton.cdiv(E, BE1), S)](*args, BE=BE1, NG=1, NQ=NQ1, R=R1, TOTALS=True, num_warps=1,
-                                                   **flags)
+        _bwd_kernel[(Bt * triton.cdiv(E, BE1), S - 1)](*args, BE=BE1, NG=1, NQ=NQ1, R=R1, TOTALS=True,
+                                                       num_warps=1, **flags)
     _bwd_kernel[(Bt * n_eb, S)](*args, BE=BE, NG=NG, NQ=NQ, R=R, TOTALS=False, num_warps=num_warps, **flags)
     squeeze = B.dim() == 3
     return (du, ddt, dA.sum((0, 1)), unchunk(dBp, Bt, G, N, L, reverse, squeeze),

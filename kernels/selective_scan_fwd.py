@@ -17,8 +17,9 @@ Only y (and, when a backward will follow, the state entering each chunk) goes ba
 (Bt, E, L, N) states never exist.
 
 When Bt * E / BE programs cannot fill the GPU, L is cut into S segments: a first launch (TOTALS) runs each
-segment from a zero state and keeps its end state and its decay product; the main launch then starts
-segment s from the exact state, folded from the totals of segments 0..s-1. This doubles the exponentials.
+segment but the last from a zero state and keeps its end state and its decay product; the main launch then
+starts segment s from the exact state, folded from the totals of segments 0..s-1. This costs (S - 1) / S more
+exponentials.
 
 reverse=True reads memory from L-1 down to 0 (the kernel's step t is memory position L-1-t); resets then
 block the step into memory position m when resets[m + 1] is set, which keeps segment boundaries in place.
@@ -346,8 +347,7 @@ def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_h
     flags = dict(BE=BE, NT=BN // NL, NL=NL, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None,
                  SOFTPLUS=softplus_, HAS_H0=h0 is not None, HAS_RESETS=resets is not None, REVERSE=reverse,
                  HAS_SEG=S > 1, num_warps=num_warps)
-    grid = (Bt * n_eb, S)
-    if S > 1:
-        _fwd_kernel[grid](*args, STORE_HN=False, STORE_CKPT=False, TOTALS=True, **flags)
-    _fwd_kernel[grid](*args, STORE_HN=store_hN, STORE_CKPT=store_ckpt, TOTALS=False, **flags)
+    if S > 1:  # no segment reads the last one's totals
+        _fwd_kernel[(Bt * n_eb, S - 1)](*args, STORE_HN=False, STORE_CKPT=False, TOTALS=True, **flags)
+    _fwd_kernel[(Bt * n_eb, S)](*args, STORE_HN=store_hN, STORE_CKPT=store_ckpt, TOTALS=False, **flags)
     return y, hN, ckpt
