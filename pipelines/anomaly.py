@@ -299,14 +299,12 @@ class ScoreSmoother:
         self.history: deque = deque()
         self.adaptive_window, self.history_sum, self.history_sq = adaptive_window, 0.0, 0.0
         self.baseline_window, self.baseline_quantile = baseline_window, baseline_quantile
-        # lags of the seasonal term (all j at once) and the day each belongs to
+        # every lag of the seasonal term (all days at once), and the lag of its day's centre
         days = season_days if season_period > 0 else 0
-        self.season_lags = np.array([lag for j in range(1, days + 1)
-                                     for lag in range(max(1, j * season_period - season_slack),
-                                                      j * season_period + season_slack + 1)], dtype=np.int64)
-        self.season_centres = np.array([j * season_period for j in range(1, days + 1)
-                                        for lag in range(max(1, j * season_period - season_slack),
-                                                         j * season_period + season_slack + 1)], dtype=np.int64)
+        pairs = np.array([(j * season_period, lag) for j in range(1, days + 1)
+                          for lag in range(max(1, j * season_period - season_slack),
+                                           j * season_period + season_slack + 1)], dtype=np.int64).reshape(-1, 2)
+        self.season_centres, self.season_lags = pairs[:, 0], pairs[:, 1]
         size = max(baseline_window, int(self.season_lags.max(initial=0))) + 1
         self.past = np.zeros(size)  # ring of the last `size` means; past[(self.seen - lag) % size] is m_{t-lag}
         self.seen = 0
