@@ -17,9 +17,9 @@ Only y (and, when a backward will follow, the state entering each chunk) goes ba
 (Bt, E, L, N) states never exist.
 
 When Bt * E / BE programs cannot fill the GPU, L is cut into S segments: a first launch (TOTALS) runs each
-segment but the last from a zero state and keeps its end state and its decay product; the main launch then
-starts segment s from the exact state, folded from the totals of segments 0..s-1. This costs (S - 1) / S more
-exponentials.
+segment but the last from a zero state and keeps its end state and its decay product (exp2(A sum(dt)), one
+exponential per segment); the main launch then starts segment s from the exact state, folded from the totals of
+segments 0..s-1. This costs (S - 1) / S more exponentials.
 
 reverse=True reads memory from L-1 down to 0 (the kernel's step t is memory position L-1-t); resets then
 block the step into memory position m when resets[m + 1] is set, which keeps segment boundaries in place.
@@ -147,11 +147,11 @@ def load_pair(u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, offs_e, mask_e, n2, N, q, L,
 
 
 @triton.jit
-def chunk(h, a_run, dt4, du4, B4, C4, A2, c, resets_ptr, L, ckpt_ptr, ckpt_off, ckpt_mask,
+def chunk(h, kept, dt4, du4, B4, C4, A2, c, resets_ptr, L, ckpt_ptr, ckpt_off, ckpt_mask,
           BE: tl.constexpr, NT: tl.constexpr, NL: tl.constexpr, HAS_RESETS: tl.constexpr, REVERSE: tl.constexpr,
           STORE_CKPT: tl.constexpr, TOTALS: tl.constexpr):
-    """Chunk c's 4 steps on the state (after storing the state entering it): returns (h, a_run, y (BE, 4));
-    the TOTALS pass keeps the decay product a_run and computes no y (dt4 stands in)."""
+    """Chunk c's 4 steps on the state (after storing the state entering it): returns (h, kept, y (BE, 4));
+    the TOTALS pass multiplies the chunk's keeps into kept (1,) and computes no y (dt4 stands in)."""
     if STORE_CKPT:
         tl.store(ckpt_ptr + ckpt_off, h, mask=ckpt_mask)
     dt0, dt1, dt2, dt3 = unpack4(dt4, (BE,))
@@ -165,15 +165,13 @@ def chunk(h, a_run, dt4, du4, B4, C4, A2, c, resets_ptr, L, ckpt_ptr, ckpt_off, 
         k1 = k0
         k2 = k0
         k3 = k0
-    if TOTALS:
+    if TOTALS:  # the decay product is exp2(A2 sum(dt)) at the end, times kept
         h, a = step(h, dt0, du0, B0, k0, A2, NT, NL)
-        a_run *= a
         h, a = step(h, dt1, du1, B1, k1, A2, NT, NL)
-        a_run *= a
         h, a = step(h, dt2, du2, B2, k2, A2, NT, NL)
-        a_run *= a
         h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
-        a_run *= a
+        if HAS_RESETS:
+            kept *= k0 * k1 * k2 * k3
         y = dt4
     else:
         C0, C1, C2, C3 = unpack4(C4, (NT * NL,))
@@ -186,7 +184,7 @@ def chunk(h, a_run, dt4, du4, B4, C4, A2, c, resets_ptr, L, ckpt_ptr, ckpt_off, 
         h, a = step(h, dt3, du3, B3, k3, A2, NT, NL)
         y3 = readout(h, C3, NT, NL)
         y = pack4(y0, y1, y2, y3, (BE,))
-    return h, a_run, y
+    return h, kept, y
 
 
 @triton.jit
@@ -237,7 +235,8 @@ def _fwd_kernel(
                 b_tot = tl.load(seg_ptr + 2 * seg_off + 1, mask=mask3, other=0.0)
                 h = a_tot * h + b_tot
     else:
-        a_run = tl.full((NT, BE, NL), 1.0, dtype=tl.float32)
+        kept = tl.full((1,), 1.0, dtype=tl.float32)  # 0 once a reset cut the segment
+        dt_sum = tl.zeros((BE,), dtype=tl.float32)
 
     if HAS_D:
         Dv = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
@@ -247,7 +246,7 @@ def _fwd_kernel(
     q0 = s * (seg_chunks // 2)  # pairs of chunks; the launcher makes seg_chunks even
     q1 = tl.minimum(q0 + seg_chunks // 2, tl.cdiv(n_chunks, 2))
     if not TOTALS:
-        a_run = h  # unused outside the TOTALS pass
+        kept = h  # unused outside the TOTALS pass
     ck_e = b * n_chunks * E + e3
     for q in range(q0, q1):
         tm, mask_t, u, dt, zv, Bt, Ct = load_pair(u_ptr, dt_ptr, z_ptr + b * s_zb, B_ptr, C_ptr, offs_e, mask_e,
@@ -261,17 +260,19 @@ def _fwd_kernel(
         if SOFTPLUS:
             dt = softplus(dt)
         dt = tl.where(m2, dt, 0.0)  # masked steps: a = 1, b = 0
+        if TOTALS:
+            dt_sum += tl.sum(dt, axis=1)
         dta, dtb = halves(dt, BE)
         dua, dub = halves(dt * u, BE)
         Ba, Bb = halves(Bt.to(tl.float32), NT * NL)
         Ca, Cb = halves(Ct.to(tl.float32), NT * NL)
         c = q * 2
         rp = resets_ptr + b * s_rb
-        h, a_run, ya = chunk(h, a_run, dta, dua, Ba, Ca, A2, c, rp, L, ckpt_ptr, (ck_e + c * E) * N + n3,
-                             mask3, BE, NT, NL, HAS_RESETS, REVERSE, STORE_CKPT, TOTALS)
+        h, kept, ya = chunk(h, kept, dta, dua, Ba, Ca, A2, c, rp, L, ckpt_ptr, (ck_e + c * E) * N + n3,
+                            mask3, BE, NT, NL, HAS_RESETS, REVERSE, STORE_CKPT, TOTALS)
         last = mask3 & (n3 * 0 + c + 1 < n_chunks)  # an odd chunk count: the pair's second chunk is past L
-        h, a_run, yb = chunk(h, a_run, dtb, dub, Bb, Cb, A2, c + 1, rp, L, ckpt_ptr, (ck_e + (c + 1) * E) * N + n3,
-                             last, BE, NT, NL, HAS_RESETS, REVERSE, STORE_CKPT, TOTALS)
+        h, kept, yb = chunk(h, kept, dtb, dub, Bb, Cb, A2, c + 1, rp, L, ckpt_ptr, (ck_e + (c + 1) * E) * N + n3,
+                            last, BE, NT, NL, HAS_RESETS, REVERSE, STORE_CKPT, TOTALS)
         if not TOTALS:
             y = unhalve(ya, yb, BE)  # (BE, 8)
             if HAS_D:
@@ -284,7 +285,8 @@ def _fwd_kernel(
 
     if TOTALS:
         seg_off = ((b * E + e3) * S + s) * N + n3
-        tl.store(seg_ptr + 2 * seg_off, a_run, mask=mask3)
+        a_tot = tl.exp2(dt_sum[None, :, None] * A2) * kept[:, None, None]
+        tl.store(seg_ptr + 2 * seg_off, a_tot, mask=mask3)
         tl.store(seg_ptr + 2 * seg_off + 1, h, mask=mask3)
     elif STORE_HN:
         if s == S - 1:
@@ -330,6 +332,11 @@ def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_h
         segments = 1
         while Bt * n_eb * segments < 8 * sm_count and n_chunks // (segments * 2) >= 8:
             segments *= 2
+        if segments > 1 and not store_ckpt:
+            # one full wave at the main pass's occupancy (128 registers: 16 one-warp programs per multiprocessor)
+            # shortens every program's walk; measured 4-8% faster without checkpoints, slower with them
+            # (NOTES.md item 16)
+            segments = max(segments, min(16 * sm_count // (Bt * n_eb), n_chunks // 16))
     seg_chunks = triton.cdiv(triton.cdiv(n_chunks, segments), 2) * 2  # whole pairs of chunks
     S = triton.cdiv(n_chunks, seg_chunks)
     dev = u.device
