@@ -297,8 +297,9 @@ def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, rev
     Tensors as in the forward; `ckpt` (Bt, L/STEPS, E, N) are the chunk-entry states the forward saved; dhN
     (Bt, E, N) fp32 or None is the gradient of the final state. dB and dC come back fp32 in B's and C's shapes.
     NG lanes share a channel's states in the main pass. `segments` None keeps L whole when there are >= 4
-    programs per multiprocessor, else cuts it until there are ~16 (two waves at the main pass's occupancy of 8
-    one-warp programs), with >= 16 chunks and at most 64 segments: the totals pass costs ~15% of the main one.
+    programs per multiprocessor, else cuts it into ~32 programs per multiprocessor (four full waves at the main
+    pass's occupancy of 8 one-warp programs), with >= 32 chunks and at most 64 segments: the totals pass costs
+    ~15% of the main one.
     """
     import torch
 
@@ -315,10 +316,8 @@ def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, rev
     n_eb = triton.cdiv(E, BE)
     if segments is None:  # measured (NOTES.md): from ~4 programs per multiprocessor, one pass beats two
         segments = 1
-        if Bt * n_eb * num_warps < 4 * sm_count:
-            while (Bt * n_eb * segments * num_warps < 16 * sm_count and n_chunks // (segments * 2) >= 16
-                   and segments < 64):
-                segments *= 2
+        if Bt * n_eb * num_warps < 4 * sm_count:  # else four full waves of 8 programs per SM (item 16)
+            segments = max(1, min(32 * sm_count // (Bt * n_eb * num_warps), n_chunks // 32, 64))
     seg_chunks = triton.cdiv(n_chunks, segments)
     S = triton.cdiv(n_chunks, seg_chunks)
     dev = u.device
