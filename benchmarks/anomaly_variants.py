@@ -82,30 +82,36 @@ def nab_study(args, device, work: Path) -> dict:
     corpus = read_nab(Path(args.data) / "nab")[: args.limit or None]
     stamps, windows = nab_labels(corpus)
     rows = []
-    for steps in args.nab_steps:
-        raw = {}
+    for tag in args.nab_steps:
+        steps, _, every = tag.partition("e")  # "100e5": 100 steps, held-out loss every 5, best weights kept
+        steps = int(steps)
+        raw, kept = {}, []
         for name, series, _ in corpus:
-            run = work / "nab" / str(steps) / name.replace("/", "__")
-            fit([Path(args.data) / "nab" / "data" / name], run,
-                settings=AnomalySettings(fit_fraction=0.15, order="keep", calibration_fraction=CALIBRATION),
-                model_cfg=ModelConfig(d_model=64, n_layer=2),
-                train_cfg=TrainConfig(seq_len=256, batch_size=args.batch_size, steps=steps, lr=3e-3,
-                                      warmup_steps=max(1, steps // 10), seed=0),
-                device=str(device), show_progress=False)
+            run = work / "nab" / tag / name.replace("/", "__")
+            summary = fit([Path(args.data) / "nab" / "data" / name], run,
+                          settings=AnomalySettings(fit_fraction=0.15, order="keep", calibration_fraction=CALIBRATION),
+                          model_cfg=ModelConfig(d_model=64, n_layer=2),
+                          train_cfg=TrainConfig(seq_len=256, batch_size=args.batch_size, steps=steps, lr=3e-3,
+                                                warmup_steps=max(1, steps // 10), seed=0,
+                                                eval_every=int(every or steps)),
+                          device=str(device), show_progress=False)
+            kept.append(summary["kept_step"])
             raw[name] = load_anomaly_run(run, str(device)).scorer().push(series.values)
+        print(f"nab {tag}: kept steps min {min(kept)} median {int(np.median(kept))} max {max(kept)}", flush=True)
         if args.save_raw:  # per-step raw scores, to study post-processing without refitting
             args.save_raw.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(args.save_raw / f"nab_raw_{steps}.npz",
+            np.savez_compressed(args.save_raw / f"nab_raw_{tag}.npz",
                                 **{f"{name}|{k}": r[k].astype(np.float32) for name, r in raw.items()
                                    for k in ("nll", "rps")})
         for score, smooth, window in itertools.product(("nll", "rps"), args.nab_smooth, args.nab_adaptive):
             scores = {name: ScoreSmoother(smooth, window).update(r[score]) for name, r in raw.items()}
-            row = {"variant": f"{score}@{steps} smooth {smooth} window {window}"}
+            row = {"variant": f"{score}@{tag} smooth {smooth} window {window}", "kept_steps": kept}
             row |= {p: M.optimise_nab_threshold(stamps, scores, windows, p).score for p in NAB_PROFILES}
             labelled = [(s.labels, scores[n]) for n, s, _ in corpus if 0 < s.labels.sum() < len(s)]
             row["mean_vus_pr"] = float(np.mean([M.vus_pr(y, z) for y, z in labelled]))
             rows.append(row)
-            print("nab", " ".join(f"{k}={v:.3f}" if isinstance(v, float) else v for k, v in row.items()), flush=True)
+            print("nab", " ".join(f"{k}={v:.3f}" if isinstance(v, float) else v for k, v in row.items()
+                                  if not isinstance(v, list)), flush=True)
     return {"files": len(corpus), "rows": rows}
 
 
@@ -114,7 +120,8 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--datasets", nargs="+", default=["smd", "asd"])
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 300, 1000])
-    ap.add_argument("--nab-steps", type=int, nargs="+", default=[100, 300])
+    ap.add_argument("--nab-steps", nargs="+", default=["100", "300"],
+                    help="fit steps per NAB run; SeE (e.g. 100e5): S steps, the held-out loss every E, best kept")
     ap.add_argument("--nab-smooth", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--nab-adaptive", type=int, nargs="+", default=[1000, 4000], help="adaptive score windows")
     ap.add_argument("--save-raw", type=Path, help="NAB: write each fit's raw per-step nll/rps here (npz)")

@@ -28,6 +28,9 @@ All choices here are tuned on NAB itself: NAB has no held-out split, so every fi
     R=benchmarks/results/anomaly_variants_h200_nab
     .venv/bin/python benchmarks/nab_postprocess.py --raw $R/nab_raw_100.npz $R/nab_raw_300.npz \\
         --data ../shared/data --out benchmarks/results/nab_postprocess
+
+--compare rates several raw files (other fits: training length, online updates) through the shipped recipe and
+three neighbours of it instead.
 """
 from __future__ import annotations
 
@@ -350,18 +353,47 @@ def detection_counts(stamps, scores, windows, threshold: float) -> tuple[int, in
     return detected, counted
 
 
+RECIPES = [(0.995, 2000, 5, 30), (0.99, 2000, 3, 30), (0.99, 1000, 3, 100), (0.995, 1000, 3, 30)]  # shipped first
+
+
+def compare(paths: list[str], names: list[str], stamps, windows, periods, out: Path) -> None:
+    """NAB's three profiles for each raw file's rps through the gated seasonal excess (quantile, window, days,
+    gate as in RECIPES), over the files that every raw file holds."""
+    held = [set(k.split("|")[0] for k in np.load(p).files) for p in paths]
+    names = [n for n in names if all(n in h for h in held)]
+    raws = load_raw(paths, names)
+    stamps, windows = {n: stamps[n] for n in names}, {n: windows[n] for n in names}
+    lines = [f"NAB, {len(names)} series: raw rps of each fit through `gate(seasonal_excess(q, window, days), gate)`",
+             "", "| raw | q | window | days | gate | standard | low FP | low FN |", "|---|---|---|---|---|---|---|---|"]
+    for key in [k for k in raws if k.startswith("rps@")]:
+        for q, window, days, k in RECIPES:
+            scores = {n: gate(seasonal_excess(raws[key][n], periods[n], window=window, q=q, days=days), k)
+                      for n in names}
+            res = [M.optimise_nab_threshold(stamps, scores, windows, p).score for p in NAB_PROFILES]
+            lines.append(f"| {key} | {q} | {window} | {days} | {k} | " + " | ".join(f"{v:.1f}" for v in res) + " |")
+            print(lines[-1], flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--raw", nargs="+", required=True, help="nab_raw_<steps>.npz files; the first is primary")
     parser.add_argument("--data", default="../shared/data", help="folder holding nab/")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--compare", action="store_true",
+                        help="only rate each raw file's rps with the shipped recipe and three neighbours of it, on "
+                             "the files every raw file holds (compare.md)")
     args = parser.parse_args()
     started = time.monotonic()
 
     corpus = read_nab(Path(args.data) / "nab")
-    names = [n for n, _, _ in corpus]
     stamps, windows = nab_labels(corpus)
     periods = {n: steps_per_day(series) for n, series, _ in corpus}
+    if args.compare:
+        compare(args.raw, [n for n, _, _ in corpus], stamps, windows, periods, Path(args.out))
+        return
+    names = [n for n, _, _ in corpus]
     raws = load_raw(args.raw, names)
     keys = list(raws)
     primary = keys[0]

@@ -293,6 +293,8 @@ def anomaly_fit(
     seq_len: int = typer.Option(256, help="training window length (cut to the shortest training part)"),
     batch_size: int = typer.Option(16),
     steps: int = typer.Option(300, help="optimizer steps"),
+    eval_every: int = typer.Option(0, help="score the held-out part every this many steps and keep the weights "
+                                   "with the lowest loss (small training sets overfit; 0: keep the last)"),
     minutes: float = typer.Option(0.0, help="stop after this many minutes (0: no limit)"),
     d_model: int = typer.Option(64),
     n_layer: int = typer.Option(2),
@@ -305,7 +307,7 @@ def anomaly_fit(
     Example: mambaseq anomaly fit data/machine-1_train.parquet --timestamp t --out runs/ts
     """
     from mambaseq.config import ModelConfig, TrainConfig
-    from mambaseq.pipelines.anomaly import AnomalySettings, fit
+    from mambaseq.pipelines.anomaly import AnomalyError, AnomalySettings, fit
 
     none = lambda v: None if v.lower() == "none" else v  # noqa: E731
     settings = AnomalySettings(n_bins=n_bins, fit_fraction=fit_fraction, calibration_fraction=calibration_fraction,
@@ -316,8 +318,10 @@ def anomaly_fit(
                                season_slack=season_slack, season_period=season_period, gate=gate,
                                columns=_column_list(columns), timestamp=none(timestamp), label=none(label),
                                order=order)
+    if eval_every < 0:
+        raise AnomalyError(f"--eval-every must be >= 0, got {eval_every}")
     train_cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size, steps=steps, max_minutes=minutes, lr=lr,
-                            warmup_steps=max(1, steps // 10), seed=seed)
+                            warmup_steps=max(1, steps // 10), seed=seed, eval_every=eval_every or steps)
     summary = fit(train, out, settings=settings, model_cfg=ModelConfig(d_model=d_model, n_layer=n_layer),
                   train_cfg=train_cfg, device=device)
     typer.echo(f"fitted on {len(summary['columns'])} channel(s), {summary['steps']} steps "

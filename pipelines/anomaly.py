@@ -173,13 +173,44 @@ def next_bin_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
                            ignore_index=ValueQuantiser.MISSING)
 
 
+@torch.no_grad()
+def heldout_bits(model: MambaModel, tokens: list[torch.Tensor], cal_starts: list[int], context: int) -> float:
+    """Mean next-bin cross-entropy (bits per value) over the held-out calibration parts, each read after up to
+    `context` training steps before it."""
+    model.eval()
+    total, count = 0.0, 0
+    for t, cal in zip(tokens, cal_starts):
+        start = max(0, cal - context)
+        window = t[start:][None]  # (1, T, C)
+        with autocast_for(t.device):
+            logits = channel_logits(model, window)[0, cal - start - 1:-1].float()  # predictions of cal ..
+        target = window[0, cal - start:]
+        total += F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=ValueQuantiser.MISSING,
+                                 reduction="sum").item()
+        count += int((target != ValueQuantiser.MISSING).sum())
+    model.train()
+    return total / max(count, 1) / math.log(2)
+
+
+def _keep_best(model: MambaModel, tokens, cal_starts, context: int, record: dict, best: tuple) -> tuple:
+    """Score the held-out parts into `record`; (bits, step, weights) of the better of this and `best`."""
+    held = heldout_bits(model, tokens, cal_starts, context)
+    record["heldout_bits_per_value"] = held
+    if held < best[0]:
+        return held, record["step"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return best
+
+
 def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySettings | None = None,
         model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = None, device: str = "auto",
         show_progress: bool = True) -> dict:
-    """Fit an anomaly model on normal data, write the run folder `out`, return a summary dict."""
+    """Fit an anomaly model on normal data, write the run folder `out`, return a summary dict.
+
+    The held-out calibration parts are scored every `train_cfg.eval_every` steps and at the last step; the
+    weights with the lowest held-out loss are kept (eval_every >= steps: the last ones)."""
     settings = settings or AnomalySettings()
     train_cfg = train_cfg or TrainConfig(seq_len=256, batch_size=16, steps=300, lr=3e-3, warmup_steps=30,
-                                         eval_every=100)
+                                         eval_every=300)
     if not train_paths:
         raise AnomalyError("no training files given")
     series = [read_for(settings, p) for p in train_paths]
@@ -210,6 +241,7 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     history, started = [], time.monotonic()
+    best = (math.inf, 0, None)  # held-out bits per value, step, weights
     with TrainingProgress(train_cfg.steps, enabled=show_progress, description="fitting",
                           unit="bits/value") as progress:
         for step in range(1, train_cfg.steps + 1):
@@ -226,6 +258,12 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
                             "steps_per_s": batch.shape[0] * batch.shape[1] / (time.monotonic() - tick),
                             "elapsed_s": time.monotonic() - started})
             progress.update(step, bits, history[-1]["steps_per_s"])
+            if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+                best = _keep_best(model, tokens, cal_starts, seq_len, history[-1], best)
+    if history and "heldout_bits_per_value" not in history[-1]:  # stopped by max_minutes
+        best = _keep_best(model, tokens, cal_starts, seq_len, history[-1], best)
+    if best[2] is not None:
+        model.load_state_dict(best[2])
 
     model.eval()
     calibration = []
@@ -246,6 +284,7 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
     _plot_loss(history, out / "loss.png")
     summary = {"threshold": threshold, "steps": len(history), "seq_len": seq_len,
                "final_train_bits_per_value": history[-1]["train_bits_per_value"] if history else None,
+               "heldout_bits_per_value": best[0] if best[2] is not None else None, "kept_step": best[1],
                "calibration_mean_score": float(calibration.mean()),
                "threshold_at_quantile": {str(q): float(np.quantile(calibration, q)) for q in THRESHOLD_QUANTILES},
                "elapsed_s": time.monotonic() - started,

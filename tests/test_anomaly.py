@@ -18,7 +18,7 @@ from mambaseq.io.series import Series, SeriesError, read_nab, read_series, read_
 import torch
 
 from mambaseq.pipelines.anomaly import (AnomalyError, AnomalySettings, ScoreSmoother, StreamScorer,
-                                        channel_logits, events_from_flags, fit, load_anomaly_run,
+                                        channel_logits, events_from_flags, fit, heldout_bits, load_anomaly_run,
                                         ranked_probability_score, score_files, score_stream, steps_per_day)
 from mambaseq.pipelines.anomaly_baselines import BASELINES, fill_forward
 from mambaseq.metrics import auc_roc
@@ -424,6 +424,31 @@ def test_fit_on_nab_probationary_part(tmp_path):
     np.testing.assert_allclose(frame["score"].to_numpy(), ScoreSmoother.from_settings(run.settings).update(raw),
                                rtol=1e-6, atol=1e-6)
 
+
+
+def test_heldout_selection_keeps_the_weights_with_the_lowest_loss(tmp_path):
+    """eval_every: the held-out calibration part is scored during the fit and the best weights are the ones saved
+    (the run's held-out loss, recomputed from the saved model, is the lowest of the recorded ones)."""
+    settings = AnomalySettings(fit_fraction=0.15, order="keep")
+    cfg = TrainConfig(seq_len=128, batch_size=8, steps=30, lr=3e-2, warmup_steps=2, seed=0, eval_every=5)
+    summary = fit([ASD / "nyc_taxi.csv"], tmp_path / "run", settings=settings, model_cfg=TINY, train_cfg=cfg,
+                  device="cpu", show_progress=False)
+    history = [json.loads(line) for line in (tmp_path / "run" / "train.jsonl").read_text().splitlines()]
+    held = {r["step"]: r["heldout_bits_per_value"] for r in history if "heldout_bits_per_value" in r}
+    assert sorted(held) == [5, 10, 15, 20, 25, 30]
+    assert summary["kept_step"] == min(held, key=held.get)
+    assert summary["heldout_bits_per_value"] == pytest.approx(min(held.values()))
+
+    run = load_anomaly_run(tmp_path / "run", device="cpu")
+    values = read_series(ASD / "nyc_taxi.csv", order="keep").values
+    n = int(round(0.15 * len(values)))
+    tokens = torch.from_numpy(run.quantiser.encode(values[:n])[0])
+    again = heldout_bits(run.model, [tokens], [int(round(n * 0.85))], 128)
+    assert again == pytest.approx(summary["heldout_bits_per_value"], abs=1e-4)
+
+    last = fit([ASD / "nyc_taxi.csv"], tmp_path / "last", settings=settings, model_cfg=TINY, device="cpu",
+               train_cfg=TrainConfig(**{**cfg.to_dict(), "eval_every": 30}), show_progress=False)
+    assert last["kept_step"] == 30 and last["heldout_bits_per_value"] == pytest.approx(held[30], abs=1e-4)
 
 def test_fit_and_score_real_smd(shared_data, tmp_path):
     smd = shared_data / "smd"
