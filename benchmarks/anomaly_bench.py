@@ -126,11 +126,11 @@ def run_nab(args, work: Path) -> dict:
                                                   score=args.score, adaptive_window=args.nab_adaptive,
                                                   baseline_window=args.nab_baseline,
                                                   season_days=args.nab_season_days if args.nab_baseline else 0,
-                                                  gate=args.nab_gate,
+                                                  gate=args.nab_gate, time_of_day=args.nab_time_of_day,
                                                   calibration_fraction=CALIBRATION, threshold_quantile=QUANTILE),
             model_cfg=model_cfg, train_cfg=train_cfg, device=args.device, show_progress=False)
         model = load_anomaly_run(run, args.device)
-        z_scores[name] = model.scorer().push(series.values)["score"]
+        z_scores[name] = model.scorer().push(series.values, timestamps=series.timestamps)["score"]
         print(f"nab {name}: {len(series)} steps", flush=True)
     elapsed = time.monotonic() - started
     stamps, nab_windows = nab_labels(corpus)
@@ -184,7 +184,8 @@ def markdown(results: dict, args) -> str:
              f"{results['date']}. Model: d_model {args.d_model}, {args.n_layer} layers, window {args.seq_len}, "
              f"batch {args.batch_size}, {args.steps} steps (NAB: {args.nab_steps}), lr {args.lr}, smoothing "
              f"{args.smooth} (NAB {args.nab_smooth}, adaptive window {args.nab_adaptive}, baseline window "
-             f"{args.nab_baseline}, season days {args.nab_season_days}, gate {args.nab_gate}), seed {args.seed}.", ""]
+             f"{args.nab_baseline}, season days {args.nab_season_days}, gate {args.nab_gate}"
+             f"{', time of day as input' if args.nab_time_of_day else ''}), seed {args.seed}.", ""]
     for dataset in ("smd", "asd"):
         if dataset not in results:
             continue
@@ -244,6 +245,7 @@ def main() -> None:
     ap.add_argument("--nab-baseline", type=int, default=2000, help="NAB: baseline window of the excess score")
     ap.add_argument("--nab-season-days", type=int, default=5)
     ap.add_argument("--nab-gate", type=int, default=30)
+    ap.add_argument("--nab-time-of-day", action="store_true", help="NAB: the model also reads the time of day")
     ap.add_argument("--stream-steps", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

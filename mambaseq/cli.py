@@ -289,6 +289,9 @@ def anomaly_fit(
                              "of the previous this-many steps' (streams such as NAB: --baseline-window 2000 "
                              "--season-days 5 --gate 30)"),
     merge_gap: int = typer.Option(0, help="flagged runs at most this many steps apart form one event"),
+    time_of_day: bool = typer.Option(False, help="the model also reads the time of day (needs datetime "
+                                     "timestamps): daily patterns become predictable, so a missing or shifted "
+                                     "daily event stands out"),
     n_bins: int = typer.Option(64, help="value bins per channel"),
     seq_len: int = typer.Option(256, help="training window length (cut to the shortest training part)"),
     batch_size: int = typer.Option(16),
@@ -316,6 +319,7 @@ def anomaly_fit(
                                adaptive_window=adaptive_window, baseline_window=baseline_window,
                                baseline_quantile=baseline_quantile, season_days=season_days,
                                season_slack=season_slack, season_period=season_period, gate=gate,
+                               time_of_day=time_of_day,
                                columns=_column_list(columns), timestamp=none(timestamp), label=none(label),
                                order=order)
     if eval_every < 0:

@@ -81,6 +81,7 @@ class AnomalySettings:
     season_slack: int = 6  # ... +- this many steps
     season_period: int = 0  # steps per day: set by fit from the training timestamps when season_days > 0
     gate: int = 0  # > 0: a step keeps its score only above all of the previous `gate` steps' (one alert per rise)
+    time_of_day: bool = False  # the model also reads the time of day (from datetime timestamps) as an input channel
     merge_gap: int = 0  # flagged runs at most this many steps apart form one event
     columns: list[str] | None = None
     timestamp: str | None = "auto"
@@ -134,6 +135,19 @@ def steps_per_day(series: Series) -> int:
     return per_day
 
 
+def day_fraction(stamps: np.ndarray | None, name: str) -> np.ndarray:
+    """Time of day of each datetime timestamp as a fraction of the day, in [0, 1): the `time_of_day` input."""
+    if stamps is None or stamps.dtype.kind != "M":
+        raise AnomalyError(f"{name}: time_of_day needs datetime timestamps")
+    ms = stamps.astype("datetime64[ms]")
+    return (ms - ms.astype("datetime64[D]")).astype(np.int64) / 86_400_000.0
+
+
+def model_inputs(values: np.ndarray, stamps: np.ndarray | None, time_of_day: bool, name: str) -> np.ndarray:
+    """The model's input columns: the values, then the time of day when the model reads it."""
+    return np.column_stack([values, day_fraction(stamps, name)]) if time_of_day else values
+
+
 def _split_parts(series: list[Series], settings: AnomalySettings) -> tuple[list[np.ndarray], list[int]]:
     """Each series' fit part cut into (train part, calibration start); checks every part is long enough."""
     parts, cal_starts = [], []
@@ -174,17 +188,19 @@ def next_bin_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def heldout_bits(model: MambaModel, tokens: list[torch.Tensor], cal_starts: list[int], context: int) -> float:
-    """Mean next-bin cross-entropy (bits per value) over the held-out calibration parts, each read after up to
-    `context` training steps before it."""
+def heldout_bits(model: MambaModel, tokens: list[torch.Tensor], cal_starts: list[int], context: int,
+                 n_values: int | None = None) -> float:
+    """Mean next-bin cross-entropy (bits per value) of the first `n_values` channels (all: None; the rest are
+    inputs such as the time of day) over the held-out calibration parts, each read after up to `context` training
+    steps before it."""
     model.eval()
     total, count = 0.0, 0
     for t, cal in zip(tokens, cal_starts):
         start = max(0, cal - context)
         window = t[start:][None]  # (1, T, C)
         with autocast_for(t.device):
-            logits = channel_logits(model, window)[0, cal - start - 1:-1].float()  # predictions of cal ..
-        target = window[0, cal - start:]
+            logits = channel_logits(model, window)[0, cal - start - 1:-1, :n_values].float()  # predictions of cal ..
+        target = window[0, cal - start:, :n_values]
         total += F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=ValueQuantiser.MISSING,
                                  reduction="sum").item()
         count += int((target != ValueQuantiser.MISSING).sum())
@@ -192,9 +208,10 @@ def heldout_bits(model: MambaModel, tokens: list[torch.Tensor], cal_starts: list
     return total / max(count, 1) / math.log(2)
 
 
-def _keep_best(model: MambaModel, tokens, cal_starts, context: int, record: dict, best: tuple) -> tuple:
+def _keep_best(model: MambaModel, tokens, cal_starts, context: int, n_values: int, record: dict,
+               best: tuple) -> tuple:
     """Score the held-out parts into `record`; (bits, step, weights) of the better of this and `best`."""
-    held = heldout_bits(model, tokens, cal_starts, context)
+    held = heldout_bits(model, tokens, cal_starts, context, n_values)
     record["heldout_bits_per_value"] = held
     if held < best[0]:
         return held, record["step"], {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -219,7 +236,9 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
     parts, cal_starts = _split_parts(series, settings)
     if settings.season_days and not settings.season_period:
         settings = replace(settings, season_period=steps_per_day(series[0]))
-    fit_values = np.concatenate([p[:c] for p, c in zip(parts, cal_starts)])
+    stamps = [None if s.timestamps is None else s.timestamps[:len(p)] for s, p in zip(series, parts)]
+    inputs = [model_inputs(p, t, settings.time_of_day, s.name) for p, t, s in zip(parts, stamps, series)]
+    fit_values = np.concatenate([p[:c] for p, c in zip(inputs, cal_starts)])
     for name, column in zip(series[0].columns, fit_values.T):
         if np.isnan(column).all():
             raise AnomalyError(f"column {name!r} has no value in the training part")
@@ -236,7 +255,8 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
     model = MambaModel(cfg).to(dev)
     optimizer = torch.optim.AdamW(model.param_groups(train_cfg.weight_decay), lr=train_cfg.lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(train_cfg.warmup_steps, train_cfg.steps))
-    tokens = [torch.from_numpy(quantiser.encode(p)[0]).to(dev) for p in parts]  # (T_i, C) each
+    tokens = [torch.from_numpy(quantiser.encode(p)[0]).to(dev) for p in inputs]  # (T_i, C) each
+    n_values = len(series[0].columns)  # the model's other channel, if any, is the time of day (read, not scored)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,17 +279,18 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
                             "elapsed_s": time.monotonic() - started})
             progress.update(step, bits, history[-1]["steps_per_s"])
             if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
-                best = _keep_best(model, tokens, cal_starts, seq_len, history[-1], best)
+                best = _keep_best(model, tokens, cal_starts, seq_len, n_values, history[-1], best)
     if history and "heldout_bits_per_value" not in history[-1]:  # stopped by max_minutes
-        best = _keep_best(model, tokens, cal_starts, seq_len, history[-1], best)
+        best = _keep_best(model, tokens, cal_starts, seq_len, n_values, history[-1], best)
     if best[2] is not None:
         model.load_state_dict(best[2])
 
     model.eval()
     calibration = []
-    for p, c in zip(parts, cal_starts):
-        scorer = StreamScorer(model, quantiser, dev, settings.score, ScoreSmoother.from_settings(settings))
-        calibration.append(scorer.push(p)["score"][c:])
+    for p, t, c in zip(parts, stamps, cal_starts):
+        scorer = StreamScorer(model, quantiser, dev, settings.score, ScoreSmoother.from_settings(settings),
+                              settings.time_of_day)
+        calibration.append(scorer.push(p, timestamps=t)["score"][c:])
     calibration = np.concatenate(calibration)
     threshold = float(np.quantile(calibration, settings.threshold_quantile))
     run_cfg = RunConfig(task="anomaly", model=cfg, train=train_cfg, extra={
@@ -434,8 +455,10 @@ class StreamScorer:
     """Scores a series chunk by chunk with the model's recurrent state carried: same scores for any chunking."""
 
     def __init__(self, model: MambaModel, quantiser: ValueQuantiser, device: torch.device | str = "cpu",
-                 score: str = "rps", smoother: ScoreSmoother | None = None):
+                 score: str = "rps", smoother: ScoreSmoother | None = None, time_of_day: bool = False):
         self.model, self.quantiser, self.device = model, quantiser, torch.device(device)
+        self.time_of_day = time_of_day
+        self.n_values = quantiser.n_channels - int(time_of_day)  # the scored channels; the time of day is input
         self.cache = model.allocate_cache(1, device=self.device)
         self.last_logits = None  # (C, V) the prediction of the next step, from the last step pushed
         self.smoother = smoother or ScoreSmoother()
@@ -443,19 +466,23 @@ class StreamScorer:
         self.steps = 0
 
     @torch.no_grad()
-    def push(self, values: np.ndarray, chunk: int = 8192) -> dict[str, np.ndarray]:
-        """values (T, C) raw with NaN where missing -> {"nll", "rps", "score", "out_of_range"} arrays of (T,)."""
-        if values.ndim != 2 or values.shape[1] != self.quantiser.n_channels:
-            raise AnomalyError(f"expected {self.quantiser.n_channels} value columns, got {values.shape[1:]}")
-        ids, out_of_range = self.quantiser.encode(values)
+    def push(self, values: np.ndarray, chunk: int = 8192, timestamps: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
+        """values (T, C) raw with NaN where missing (and their datetime timestamps when the model reads the time of
+        day) -> {"nll", "rps", "score", "out_of_range"} arrays of (T,)."""
+        if values.ndim != 2 or values.shape[1] != self.n_values:
+            raise AnomalyError(f"expected {self.n_values} value columns, got {values.shape[1:]}")
+        inputs = model_inputs(values, timestamps, self.time_of_day, "input")
+        ids, out_of_range = self.quantiser.encode(inputs)
         terms = np.empty((len(ids), 2))
         for start in range(0, len(ids), chunk):
             terms[start:start + chunk] = self._terms(torch.from_numpy(ids[start:start + chunk]).to(self.device))
         self.steps += len(ids)
         nll, rps = terms.T
-        rps = rps + self.quantiser.excess(values).sum(1)  # see SCORES
+        rps = rps + self.quantiser.excess(inputs)[:, :self.n_values].sum(1)  # see SCORES
         raw = rps if self.score == "rps" else nll
-        return {"nll": nll, "rps": rps, "score": self.smoother.update(raw), "out_of_range": out_of_range.any(axis=1)}
+        return {"nll": nll, "rps": rps, "score": self.smoother.update(raw),
+                "out_of_range": out_of_range[:, :self.n_values].any(axis=1)}
 
     def _terms(self, ids: torch.Tensor) -> np.ndarray:
         """ids (T, C) -> (T, 2): NLL and RPS of each step given everything pushed before it (see SCORES)."""
@@ -464,7 +491,7 @@ class StreamScorer:
         prev = logits[:-1] if self.last_logits is None else torch.cat([self.last_logits[None], logits[:-1]])
         self.last_logits = logits[-1]
         nll, rps = step_terms(prev, ids[len(ids) - len(prev):])  # the steps that have a prediction
-        per_step = torch.stack([nll.sum(-1), rps.sum(-1)], -1)
+        per_step = torch.stack([nll[..., :self.n_values].sum(-1), rps[..., :self.n_values].sum(-1)], -1)
         head = np.zeros((len(ids) - len(prev), 2))  # the very first step of the stream: no context
         return np.concatenate([head, per_step.double().cpu().numpy()])
 
@@ -480,7 +507,7 @@ class AnomalyModel:
 
     def scorer(self) -> StreamScorer:
         return StreamScorer(self.model, self.quantiser, self.device, self.settings.score,
-                            ScoreSmoother.from_settings(self.settings))
+                            ScoreSmoother.from_settings(self.settings), self.settings.time_of_day)
 
 
 def load_anomaly_run(path: str | Path, device: str = "auto") -> AnomalyModel:
@@ -525,7 +552,7 @@ def score_series(anomaly: AnomalyModel, series: Series, chunk: int = 8192) -> pl
     [label].
 
     The model reads `chunk` steps at a time with its state carried, so memory is bounded on any length."""
-    result = anomaly.scorer().push(series.values, chunk=chunk)
+    result = anomaly.scorer().push(series.values, chunk=chunk, timestamps=series.timestamps)
     frame = {"row": np.arange(len(series))}
     if series.timestamps is not None:
         frame["timestamp"] = series.timestamps
@@ -657,7 +684,7 @@ def score_stream(model_path: str | Path, source: str, *, follow: bool = False, i
     import os
     import sys
 
-    from mambaseq.io.series import stream_rows
+    from mambaseq.io.series import parse_timestamps, stream_rows
 
     anomaly = load_anomaly_run(model_path, device)
     sink = sink or sys.stdout
@@ -668,7 +695,8 @@ def score_stream(model_path: str | Path, source: str, *, follow: bool = False, i
                              idle_seconds=idle_seconds)
         sink.write("row,timestamp,nll,rps,score,flagged,out_of_range\n")
         for stamps, values in chunks:
-            result = scorer.push(values)
+            times = parse_timestamps(stamps, source) if anomaly.settings.time_of_day else None
+            result = scorer.push(values, timestamps=times)
             flagged = result["score"] > anomaly.threshold
             sink.write("".join(
                 f"{row + i},{stamps[i]},{result['nll'][i]:.6g},{result['rps'][i]:.6g},{result['score'][i]:.6g},"

@@ -18,8 +18,9 @@ from mambaseq.io.series import Series, SeriesError, read_nab, read_series, read_
 import torch
 
 from mambaseq.pipelines.anomaly import (AnomalyError, AnomalySettings, ScoreSmoother, StreamScorer,
-                                        channel_logits, events_from_flags, fit, heldout_bits, load_anomaly_run,
-                                        ranked_probability_score, score_files, score_stream, steps_per_day)
+                                        channel_logits, day_fraction, events_from_flags, fit, heldout_bits,
+                                        load_anomaly_run, ranked_probability_score, score_files, score_stream,
+                                        step_terms, steps_per_day)
 from mambaseq.pipelines.anomaly_baselines import BASELINES, fill_forward
 from mambaseq.metrics import auc_roc
 from mambaseq.tokenizers import ValueQuantiser
@@ -449,6 +450,62 @@ def test_heldout_selection_keeps_the_weights_with_the_lowest_loss(tmp_path):
     last = fit([ASD / "nyc_taxi.csv"], tmp_path / "last", settings=settings, model_cfg=TINY, device="cpu",
                train_cfg=TrainConfig(**{**cfg.to_dict(), "eval_every": 30}), show_progress=False)
     assert last["kept_step"] == 30 and last["heldout_bits_per_value"] == pytest.approx(held[30], abs=1e-4)
+
+
+def daily_csv(path, days=8, per_day=96, quiet_day=None, seed=0):
+    """15-minute steps; the value jumps from 10 to 60 from 9:00 to 17:00 every day but `quiet_day`."""
+    rng = np.random.default_rng(seed)
+    n = days * per_day
+    stamps = np.datetime64("2024-01-01T00:00") + np.arange(n) * np.timedelta64(24 * 60 // per_day, "m")
+    hour = (np.arange(n) % per_day) * 24 / per_day
+    busy = (hour >= 9) & (hour < 17)
+    if quiet_day is not None:
+        busy[quiet_day * per_day:(quiet_day + 1) * per_day] = False
+    pl.DataFrame({"timestamp": stamps.astype(str), "value": 10 + 50 * busy + rng.normal(0, 1, n)}).write_csv(path)
+    return path
+
+
+def test_time_of_day_input_is_read_not_scored_and_streams_like_files(tmp_path, monkeypatch, capsys):
+    """--time-of-day: the model reads the fraction of the day as a second input channel; the scores sum over the
+    value channel only (checked against the model's own predictions); the stream gives the file's scores; and the
+    input makes a missing daily event stand out (a plain next-value model expects no jump, so it sees none)."""
+    train = daily_csv(tmp_path / "train.csv")
+    cfg = TrainConfig(**{**QUICK.to_dict(), "steps": 60})
+    test = daily_csv(tmp_path / "test.csv", days=3, quiet_day=1, seed=1)
+    series = read_series(test)
+    expected_jump = slice(96 + 36, 96 + 40)  # 9:00-10:00 on the quiet day
+    missed = {}
+    for time_of_day in (False, True):
+        fit([train], tmp_path / str(time_of_day), settings=AnomalySettings(fit_fraction=0.5, time_of_day=time_of_day),
+            model_cfg=TINY, train_cfg=cfg, device="cpu", show_progress=False)
+        scored = load_anomaly_run(tmp_path / str(time_of_day), device="cpu").scorer().push(
+            series.values, timestamps=series.timestamps)
+        missed[time_of_day] = scored["rps"][expected_jump].mean()
+    assert missed[True] > 10 * missed[False]
+    run = load_anomaly_run(tmp_path / "True", device="cpu")
+    assert run.settings.time_of_day and run.model.config.n_channels == 2
+    inputs = np.column_stack([series.values, day_fraction(series.timestamps, "test")])
+    assert inputs[1, 1] == pytest.approx(0.25 / 24) and np.all((inputs[:, 1] >= 0) & (inputs[:, 1] < 1))
+    ids = torch.from_numpy(run.quantiser.encode(inputs)[0])
+    with torch.no_grad():
+        logits = channel_logits(run.model, ids[None])[0]
+    _, rps = step_terms(logits[:-1], ids[1:])
+    expected = np.concatenate([[0.0], rps[:, 0].double().numpy()]) + run.quantiser.excess(inputs)[:, 0]
+    score_files(tmp_path / "True", [test], tmp_path / "out", plot=False, device="cpu", show_progress=False)
+    frame = pl.read_parquet(tmp_path / "out" / "test.scores.parquet")
+    np.testing.assert_allclose(frame["rps"].to_numpy(), expected, rtol=1e-4, atol=1e-4)
+
+    code, out, err = run_main(monkeypatch, capsys, "anomaly", "score", "--model", tmp_path / "True", "--stream", test,
+                              "--device", "cpu")
+    assert code in (0, None), err
+    np.testing.assert_allclose(pl.read_csv(out.encode())["score"].to_numpy(), frame["score"].to_numpy(),
+                               rtol=1e-4, atol=1e-4)
+
+    numeric = tmp_path / "numeric.csv"
+    pl.DataFrame({"t": np.arange(200), "value": np.sin(np.arange(200.0))}).write_csv(numeric)
+    code, _, err = run_main(monkeypatch, capsys, "anomaly", "fit", numeric, "--timestamp", "t", "--time-of-day",
+                            "--out", tmp_path / "bad", "--steps", "2", "--device", "cpu")
+    assert code == 2 and err.strip() == "error: numeric: time_of_day needs datetime timestamps"
 
 def test_fit_and_score_real_smd(shared_data, tmp_path):
     smd = shared_data / "smd"

@@ -182,6 +182,11 @@ def _timestamps(col: pl.Series, path: Path) -> np.ndarray:
     return col.to_numpy()
 
 
+def parse_timestamps(texts: list[str], name: str) -> np.ndarray:
+    """Timestamps given as text (a stream's chunk) parsed as the file reader parses a timestamp column."""
+    return _timestamps(pl.Series("timestamp", texts, dtype=pl.String), Path(name))
+
+
 def _labels(col: pl.Series, path: Path) -> np.ndarray:
     values = _numeric(col, path, required=True)
     if np.isnan(values).any() or not np.isin(values, (0, 1)).all():
