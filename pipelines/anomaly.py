@@ -138,7 +138,7 @@ def steps_per_day(series: Series) -> int:
 def day_fraction(stamps: np.ndarray | None, name: str) -> np.ndarray:
     """Time of day of each datetime timestamp as a fraction of the day, in [0, 1): the `time_of_day` input."""
     if stamps is None or stamps.dtype.kind != "M":
-        raise AnomalyError(f"{name}: time_of_day needs datetime timestamps")
+        raise AnomalyError(f"{name}: the model reads the time of day (time_of_day): it needs datetime timestamps")
     ms = stamps.astype("datetime64[ms]")
     return (ms - ms.astype("datetime64[D]")).astype(np.int64) / 86_400_000.0
 
@@ -466,13 +466,13 @@ class StreamScorer:
         self.steps = 0
 
     @torch.no_grad()
-    def push(self, values: np.ndarray, chunk: int = 8192, timestamps: np.ndarray | None = None
-             ) -> dict[str, np.ndarray]:
+    def push(self, values: np.ndarray, chunk: int = 8192, timestamps: np.ndarray | None = None,
+             name: str = "input") -> dict[str, np.ndarray]:
         """values (T, C) raw with NaN where missing (and their datetime timestamps when the model reads the time of
-        day) -> {"nll", "rps", "score", "out_of_range"} arrays of (T,)."""
+        day) -> {"nll", "rps", "score", "out_of_range"} arrays of (T,). `name` goes into error messages."""
         if values.ndim != 2 or values.shape[1] != self.n_values:
             raise AnomalyError(f"expected {self.n_values} value columns, got {values.shape[1:]}")
-        inputs = model_inputs(values, timestamps, self.time_of_day, "input")
+        inputs = model_inputs(values, timestamps, self.time_of_day, name)
         ids, out_of_range = self.quantiser.encode(inputs)
         terms = np.empty((len(ids), 2))
         for start in range(0, len(ids), chunk):
@@ -552,7 +552,7 @@ def score_series(anomaly: AnomalyModel, series: Series, chunk: int = 8192) -> pl
     [label].
 
     The model reads `chunk` steps at a time with its state carried, so memory is bounded on any length."""
-    result = anomaly.scorer().push(series.values, chunk=chunk, timestamps=series.timestamps)
+    result = anomaly.scorer().push(series.values, chunk=chunk, timestamps=series.timestamps, name=series.name)
     frame = {"row": np.arange(len(series))}
     if series.timestamps is not None:
         frame["timestamp"] = series.timestamps
@@ -696,7 +696,7 @@ def score_stream(model_path: str | Path, source: str, *, follow: bool = False, i
         sink.write("row,timestamp,nll,rps,score,flagged,out_of_range\n")
         for stamps, values in chunks:
             times = parse_timestamps(stamps, source) if anomaly.settings.time_of_day else None
-            result = scorer.push(values, timestamps=times)
+            result = scorer.push(values, timestamps=times, name=source)
             flagged = result["score"] > anomaly.threshold
             sink.write("".join(
                 f"{row + i},{stamps[i]},{result['nll'][i]:.6g},{result['rps'][i]:.6g},{result['score'][i]:.6g},"

@@ -505,7 +505,14 @@ def test_time_of_day_input_is_read_not_scored_and_streams_like_files(tmp_path, m
     pl.DataFrame({"t": np.arange(200), "value": np.sin(np.arange(200.0))}).write_csv(numeric)
     code, _, err = run_main(monkeypatch, capsys, "anomaly", "fit", numeric, "--timestamp", "t", "--time-of-day",
                             "--out", tmp_path / "bad", "--steps", "2", "--device", "cpu")
-    assert code == 2 and err.strip() == "error: numeric: time_of_day needs datetime timestamps"
+    assert code == 2 and err.strip() == ("error: numeric: the model reads the time of day (time_of_day): it needs "
+                                         "datetime timestamps")
+    no_time = tmp_path / "no_time.csv"
+    pl.read_csv(test).drop("timestamp").write_csv(no_time)
+    code, _, err = run_main(monkeypatch, capsys, "anomaly", "score", "--model", tmp_path / "True", no_time, "--out",
+                            tmp_path / "nope", "--device", "cpu")
+    assert code == 2 and err.strip().startswith("error: no_time: the model reads the time of day")
+    assert not (tmp_path / "nope" / "no_time.scores.parquet").exists()
 
 def test_fit_and_score_real_smd(shared_data, tmp_path):
     smd = shared_data / "smd"
