@@ -82,6 +82,7 @@ def nab_study(args, device, work: Path) -> dict:
     corpus = read_nab(Path(args.data) / "nab")[: args.limit or None]
     stamps, windows = nab_labels(corpus)
     rows = []
+    suffix = ("_tod" if args.nab_time_of_day else "") + (f"_seed{args.seed}" if args.seed else "")
     for tag in args.nab_steps:
         steps, _, every = tag.partition("e")  # "100e5": 100 steps, held-out loss every 5, best weights kept
         steps = int(steps)
@@ -89,18 +90,19 @@ def nab_study(args, device, work: Path) -> dict:
         for name, series, _ in corpus:
             run = work / "nab" / tag / name.replace("/", "__")
             summary = fit([Path(args.data) / "nab" / "data" / name], run,
-                          settings=AnomalySettings(fit_fraction=0.15, order="keep", calibration_fraction=CALIBRATION),
+                          settings=AnomalySettings(fit_fraction=0.15, order="keep", calibration_fraction=CALIBRATION,
+                                                   time_of_day=args.nab_time_of_day),
                           model_cfg=ModelConfig(d_model=64, n_layer=2),
                           train_cfg=TrainConfig(seq_len=256, batch_size=args.batch_size, steps=steps, lr=3e-3,
-                                                warmup_steps=max(1, steps // 10), seed=0,
+                                                warmup_steps=max(1, steps // 10), seed=args.seed,
                                                 eval_every=int(every or steps)),
                           device=str(device), show_progress=False)
             kept.append(summary["kept_step"])
-            raw[name] = load_anomaly_run(run, str(device)).scorer().push(series.values)
+            raw[name] = load_anomaly_run(run, str(device)).scorer().push(series.values, timestamps=series.timestamps)
         print(f"nab {tag}: kept steps min {min(kept)} median {int(np.median(kept))} max {max(kept)}", flush=True)
         if args.save_raw:  # per-step raw scores, to study post-processing without refitting
             args.save_raw.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(args.save_raw / f"nab_raw_{tag}.npz",
+            np.savez_compressed(args.save_raw / f"nab_raw_{tag}{suffix}.npz",
                                 **{f"{name}|{k}": r[k].astype(np.float32) for name, r in raw.items()
                                    for k in ("nll", "rps")})
         for score, smooth, window in itertools.product(("nll", "rps"), args.nab_smooth, args.nab_adaptive):
@@ -125,6 +127,8 @@ def main() -> None:
     ap.add_argument("--nab-smooth", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--nab-adaptive", type=int, nargs="+", default=[1000, 4000], help="adaptive score windows")
     ap.add_argument("--save-raw", type=Path, help="NAB: write each fit's raw per-step nll/rps here (npz)")
+    ap.add_argument("--nab-time-of-day", action="store_true", help="NAB: the model also reads the time of day")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every fit")
     ap.add_argument("--limit", type=int, default=0, help="first N entities only")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--smooth", type=int, default=10)
@@ -152,7 +156,7 @@ def main() -> None:
                                                  calibration_fraction=CALIBRATION),
                         model_cfg=ModelConfig(d_model=64, n_layer=2),
                         train_cfg=TrainConfig(seq_len=256, batch_size=args.batch_size, steps=steps, lr=3e-3,
-                                              warmup_steps=max(1, steps // 10), seed=0),
+                                              warmup_steps=max(1, steps // 10), seed=args.seed),
                         device=str(device), show_progress=False)
                     model = load_anomaly_run(run, str(device))
                     for name, score in entity_scores(model, train.values, test.values, device, args.smooth).items():

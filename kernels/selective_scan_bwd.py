@@ -84,6 +84,26 @@ def adjoint_step(p, h_prev, h, dt, dtu, dy, Bt, Ct, A2, keep, HAS_RESETS: tl.con
 
 
 @triton.jit
+def load_chunk(c, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e, s_de, s_oe, s_ze, s_ue,
+               b, n_chunks, EN, st, mask4, REVERSE: tl.constexpr, HAS_Z: tl.constexpr, MAIN: tl.constexpr):
+    """Chunk c's delta, dout, z, u tiles (NG, BE, 4) as stored and its entering state (main pass); all masked off
+    when c < c0 (no chunk left). z and u not wanted: delta stands in; the state: zeros."""
+    tm, mask_t = block_steps(c, L, 4, REVERSE)
+    m3t = m_e & (mask_t & (tm * 0 + c >= c0))[None, None, :]  # full-shape: the interpreter takes no scalar mask
+    xdt = tl.load(dt_ptr + et * s_de + tm[None, None, :], mask=m3t, other=0.0)
+    dout = tl.load(dout_ptr + et * s_oe + tm[None, None, :], mask=m3t, other=0.0)
+    zv = xdt
+    u = xdt
+    if HAS_Z:
+        zv = tl.load(z_ptr + et * s_ze + tm[None, None, :], mask=m3t, other=0.0)
+    hc = tl.zeros(st.shape, tl.float32)
+    if MAIN:
+        u = tl.load(u_ptr + et * s_ue + tm[None, None, :], mask=m3t, other=0.0)
+        hc = tl.load(ckpt_ptr + (b * n_chunks + c).to(tl.int64) * EN + st, mask=mask4 & (st * 0 + c >= c0), other=0.0)
+    return xdt, dout, zv, u, hc
+
+
+@triton.jit
 def _bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, resets_ptr, ckpt_ptr, dout_ptr, seg_ptr,
     du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr, dhN_ptr,
@@ -92,7 +112,7 @@ def _bwd_kernel(
     N: tl.constexpr, BE: tl.constexpr, NG: tl.constexpr, NQ: tl.constexpr, R: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_RESETS: tl.constexpr, REVERSE: tl.constexpr, HAS_DH0: tl.constexpr, HAS_DHN: tl.constexpr,
-    TOTALS: tl.constexpr, HAS_SEG: tl.constexpr,
+    TOTALS: tl.constexpr, HAS_SEG: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     # Triton takes the layouts from the loads and stores (vectors along the contiguous axis, then lanes over the
     # remaining axes in order). State tiles are (NG, BE, NQ, R), state n = (g NQ + q) R + r, with R states
@@ -154,20 +174,31 @@ def _bwd_kernel(
 
     c0 = s * seg_chunks
     c1 = tl.minimum(c0 + seg_chunks, n_chunks)
+    if PREFETCH:
+        nxt = load_chunk(c1 - 1, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e, s_de, s_oe, s_ze, s_ue,
+                         b, n_chunks, EN, st, mask4, REVERSE, HAS_Z, not TOTALS)
     for ci in range(c0, c1):
         c = c1 - 1 - (ci - c0)
         tm, mask_t = block_steps(c, L, 4, REVERSE)
         m3t = m_e & mask_t[None, None, :]  # (NG, BE, 4)
-        xdt = tl.load(dt_ptr + et * s_de + tm[None, None, :], mask=m3t, other=0.0).to(tl.float32)
+        if PREFETCH:  # the next chunk's loads go out now, so their latency hides behind this chunk's arithmetic
+            xdt_r, dout_r, z_r, u_r, hc = nxt
+            nxt = load_chunk(c - 1, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e, s_de, s_oe, s_ze,
+                             s_ue, b, n_chunks, EN, st, mask4, REVERSE, HAS_Z, not TOTALS)
+        else:
+            xdt_r, dout_r, z_r, u_r, hc = load_chunk(c, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e,
+                                                     s_de, s_oe, s_ze, s_ue, b, n_chunks, EN, st, mask4, REVERSE,
+                                                     HAS_Z, not TOTALS)
+        xdt = xdt_r.to(tl.float32)
         if HAS_BIAS:
             xdt += bias
         dt = xdt
         if SOFTPLUS:
             dt = softplus(dt)
         dt = tl.where(m3t, dt, 0.0)  # masked steps: a = 1, b = 0, no gradient
-        dout = tl.load(dout_ptr + et * s_oe + tm[None, None, :], mask=m3t, other=0.0).to(tl.float32)
+        dout = dout_r.to(tl.float32)
         if HAS_Z:
-            zv = tl.load(z_ptr + et * s_ze + tm[None, None, :], mask=m3t, other=0.0).to(tl.float32)
+            zv = z_r.to(tl.float32)
             sz = sigmoid(zv)
             dy = dout * zv * sz
         else:
@@ -188,12 +219,11 @@ def _bwd_kernel(
                 kept *= k0 * k1 * k2 * k3
             dt_sum += tl.sum(dt, axis=2)
         else:
-            u = tl.load(u_ptr + et * s_ue + tm[None, None, :], mask=m3t, other=0.0).to(tl.float32)
+            u = u_r.to(tl.float32)
             dtu = dt * u
             du0, du1, du2, du3 = unpack4(dtu, (NG, BE))
             B0, B1, B2, B3 = load_steps(B_ptr + (bc_chunk + c) * (4 * BN), bc, BN)
             # recompute the chunk's states from the state entering it, exactly as the forward did
-            hc = tl.load(ckpt_ptr + (b * n_chunks + c).to(tl.int64) * EN + st, mask=mask4, other=0.0)
             h0 = decay(dt0, A2, k0, HAS_RESETS) * hc + col(du0) * B0
             h1 = decay(dt1, A2, k1, HAS_RESETS) * h0 + col(du1) * B1
             h2 = decay(dt2, A2, k2, HAS_RESETS) * h1 + col(du2) * B2
@@ -341,7 +371,7 @@ def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, rev
             dout.stride(0), dout.stride(1), rr.stride(0))
     flags = dict(N=N, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus_,
                  HAS_RESETS=resets is not None, REVERSE=reverse, HAS_DH0=need_dh0, HAS_DHN=dhN is not None,
-                 HAS_SEG=S > 1)
+                 HAS_SEG=S > 1, PREFETCH=S > 1)
     if S > 1:  # the adjoint alone needs no sums over states or channels: one lane per channel, as the forward
         BE1 = block_channels(E, EG, 32)
         NQ1, R1 = state_split(BN)
