@@ -99,7 +99,8 @@ def load_chunk(c, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e, s_de
     hc = tl.zeros(st.shape, tl.float32)
     if MAIN:
         u = tl.load(u_ptr + et * s_ue + tm[None, None, :], mask=m3t, other=0.0)
-        hc = tl.load(ckpt_ptr + (b * n_chunks + c).to(tl.int64) * EN + st, mask=mask4 & (st * 0 + c >= c0), other=0.0)
+        hc = tl.load(ckpt_ptr + (b * n_chunks + c).to(tl.int64) * EN + st, mask=mask4 & (st * 0 + c >= c0),
+                     other=0.0).to(tl.float32)
     return xdt, dout, zv, u, hc
 
 
@@ -320,6 +321,15 @@ def unchunk(part, Bt, G, N, L, reverse, squeeze):
     return x[:, 0] if squeeze else x
 
 
+def backward_segments(Bt, E, EG, n_chunks, BE=16, num_warps=1, sm_count=132):
+    """The launcher's segments of L: measured (NOTES.md), from ~4 programs per multiprocessor one pass beats two;
+    below that, four full waves of 8 programs per multiprocessor (item 16)."""
+    programs = Bt * triton.cdiv(E, block_channels(E, EG, BE)) * num_warps
+    if programs >= 4 * sm_count:
+        return 1
+    return max(1, min(32 * sm_count // programs, n_chunks // 32, 64))
+
+
 def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, reverse, need_dh0,
              BE=16, NG=4, segments=None, num_warps=1, sm_count=132):
     """Launch the backward; returns (du, ddelta, dA, dB, dC, dD, dz, dbias, dh0) (None where not needed).
@@ -344,10 +354,8 @@ def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, rev
     NG = min(NG, BN)
     NQ, R = state_split(BN // NG)
     n_eb = triton.cdiv(E, BE)
-    if segments is None:  # measured (NOTES.md): from ~4 programs per multiprocessor, one pass beats two
-        segments = 1
-        if Bt * n_eb * num_warps < 4 * sm_count:  # else four full waves of 8 programs per SM (item 16)
-            segments = max(1, min(32 * sm_count // (Bt * n_eb * num_warps), n_chunks // 32, 64))
+    if segments is None:
+        segments = backward_segments(Bt, E, EG, n_chunks, BE, num_warps, sm_count)
     seg_chunks = triton.cdiv(n_chunks, segments)
     S = triton.cdiv(n_chunks, seg_chunks)
     dev = u.device

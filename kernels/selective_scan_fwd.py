@@ -153,7 +153,7 @@ def chunk(h, kept, dt4, du4, B4, C4, A2, c, resets_ptr, L, ckpt_ptr, ckpt_off, c
     """Chunk c's 4 steps on the state (after storing the state entering it): returns (h, kept, y (BE, 4));
     the TOTALS pass multiplies the chunk's keeps into kept (1,) and computes no y (dt4 stands in)."""
     if STORE_CKPT:
-        tl.store(ckpt_ptr + ckpt_off, h, mask=ckpt_mask)
+        tl.store(ckpt_ptr + ckpt_off, h.to(ckpt_ptr.dtype.element_ty), mask=ckpt_mask)
     dt0, dt1, dt2, dt3 = unpack4(dt4, (BE,))
     du0, du1, du2, du3 = unpack4(du4, (BE,))
     B0, B1, B2, B3 = unpack4(B4, (NT * NL,))
@@ -311,11 +311,12 @@ def block_channels(E, EG, want):
 
 
 def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_hN, store_ckpt,
-             BE=32, NL=4, segments=None, num_warps=4, sm_count=132):
+             BE=32, NL=4, segments=None, num_warps=4, sm_count=132, ckpt_dtype=None):
     """Launch the forward. Tensors as in `mambaseq.ops.selective_scan` (u, dt, z with unit L stride).
 
     Returns y (Bt, E, L) in u's dtype, the final state (Bt, E, N) fp32 or None, and the states entering every
-    chunk of STEPS positions (Bt, L / STEPS, E, N) fp32 or None (what the backward recomputes from).
+    chunk of STEPS positions (Bt, L / STEPS, E, N) in `ckpt_dtype` (fp32 or bf16) or None (what the backward
+    recomputes from).
     """
     import torch
 
@@ -342,7 +343,8 @@ def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_h
     dev = u.device
     y = torch.empty_like(u)
     hN = torch.empty(Bt, E, N, device=dev, dtype=torch.float32) if store_hN else None
-    ckpt = torch.empty(Bt, n_chunks, E, N, device=dev, dtype=torch.float32) if store_ckpt else None
+    ckpt_dtype = ckpt_dtype or torch.float32
+    ckpt = torch.empty(Bt, n_chunks, E, N, device=dev, dtype=ckpt_dtype) if store_ckpt else None
     seg = torch.empty(Bt, E, S, N, 2, device=dev, dtype=torch.float32) if S > 1 else None
     zz = z if z is not None else u
     rr = resets if resets is not None else u

@@ -194,3 +194,15 @@ def test_steps_continue_the_scan(blocks):
                 state, x["u"][..., t], x["delta"][..., t], x["A"], x["B"][..., t], x["C"][..., t], D=x["D"],
                 z=x["z"][..., t], dt_bias=x["delta_bias"], dt_softplus=True)
             assert _rel(y_t, y_full[..., t]) < 1e-5
+
+
+@pytest.mark.parametrize("dtype,batch,L,E,expected", [
+    (torch.bfloat16, 1, 131072, 1536, torch.bfloat16),  # few rows: the backward cuts L into segments
+    (torch.bfloat16, 8, 8192, 1536, torch.float32),     # enough rows: L kept whole, fp32 measured faster
+    (torch.float16, 1, 131072, 1536, torch.float32),    # fp16 and fp32 inputs keep fp32 states
+    (torch.float32, 1, 131072, 1536, torch.float32),
+])
+def test_checkpoint_dtype(dtype, batch, L, E, expected):
+    u = torch.empty(1, 1, 1, dtype=dtype).expand(batch, E, L)  # only shapes and dtype are read
+    B = torch.empty(1, 1, 1, dtype=dtype).expand(batch, 16, L)
+    assert triton_scan._checkpoint_dtype(u, B, sm_count=132) == expected
