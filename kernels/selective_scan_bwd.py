@@ -22,9 +22,10 @@ exponential per element (the walk reuses the recomputation's decays), no scan. T
 (<g, B>, <g a h, A>, y) and over channels (dB, dC): with NG lanes per channel (N/NG states each) a sum over N
 costs log2(NG) shuffle levels, and the NG lanes of a channel each compute its per-step values (softplus, gates).
 NG = 4 measured 2-6% faster than NG = 2 on the H200 at the benchmark shapes (benchmarks/results/scan_h200.json).
-dB and dC are summed over the block's channels and written as per-block partials (Bt, E/BE, n_chunks, 4, BN) that
-the launcher sums: no atomics. dA, dD and d(delta_bias) are summed over the program's steps and written once per
-(batch row, segment, channel).
+dB and dC are summed over the block's channels and added into (Bt, G, n_chunks, 4, BN) with relaxed 16-byte
+atomics: 4-6% faster than writing per-block partials for a torch sum (NOTES.md item 18), at the price of a summation
+order that varies between runs (fp32 rounding, ~1e-7 relative). dA, dD and d(delta_bias) are summed over the
+program's steps and written once per (batch row, segment, channel).
 
 When Bt * E / BE programs cannot fill the GPU, L is cut into S segments, mirroring the forward's totals pass in
 reverse: a first launch (TOTALS) runs the adjoint of each segment but the first from a zero carry and keeps the
@@ -38,7 +39,7 @@ import triton
 import triton.language as tl
 
 from mambaseq.kernels.selective_scan_fwd import (LOG2E, STEPS, block_channels, block_steps, load_keep, pack4,
-                                                sigmoid, softplus, unpack4)
+                                                sigmoid, softplus, softplus_sigmoid, unpack4)
 
 
 @triton.jit
@@ -113,7 +114,7 @@ def _bwd_kernel(
     N: tl.constexpr, BE: tl.constexpr, NG: tl.constexpr, NQ: tl.constexpr, R: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_RESETS: tl.constexpr, REVERSE: tl.constexpr, HAS_DH0: tl.constexpr, HAS_DHN: tl.constexpr,
-    TOTALS: tl.constexpr, HAS_SEG: tl.constexpr, PREFETCH: tl.constexpr,
+    TOTALS: tl.constexpr, HAS_SEG: tl.constexpr, GATE_FROM_SOFTPLUS: tl.constexpr,
 ):
     # Triton takes the layouts from the loads and stores (vectors along the contiguous axis, then lanes over the
     # remaining axes in order). State tiles are (NG, BE, NQ, R), state n = (g NQ + q) R + r, with R states
@@ -154,8 +155,7 @@ def _bwd_kernel(
     resets_ptr += b.to(tl.int64) * s_rb
     grad_off = (b * E + et).to(tl.int64) * L  # (NG, BE, 1): du, ddelta, dz are fresh contiguous (Bt, E, L)
     bc_chunk = (b * G + e0 // EG).to(tl.int64) * n_chunks  # the launcher keeps all BE channels in one group
-    part_chunk = (b * n_eb + eb).to(tl.int64) * n_chunks  # dB/dC partials (Bt, E/BE, n_chunks, 4, BN)
-    one = (et == e0)[:, :, :, None]  # (NG, BE, 1, 1): one lane row stores the partials
+    one = (et == e0)[:, :, :, None]  # (NG, BE, 1, 1): one lane row adds the block's dB/dC sums
 
     # p: the gradient reaching the state that leaves the chunk about to be walked
     if HAS_DHN and not TOTALS:
@@ -175,27 +175,25 @@ def _bwd_kernel(
 
     c0 = s * seg_chunks
     c1 = tl.minimum(c0 + seg_chunks, n_chunks)
-    if PREFETCH:
-        nxt = load_chunk(c1 - 1, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e, s_de, s_oe, s_ze, s_ue,
-                         b, n_chunks, EN, st, mask4, REVERSE, HAS_Z, not TOTALS)
+    nxt = load_chunk(c1 - 1, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e, s_de, s_oe, s_ze, s_ue,
+                     b, n_chunks, EN, st, mask4, REVERSE, HAS_Z, not TOTALS)
     for ci in range(c0, c1):
         c = c1 - 1 - (ci - c0)
         tm, mask_t = block_steps(c, L, 4, REVERSE)
         m3t = m_e & mask_t[None, None, :]  # (NG, BE, 4)
-        if PREFETCH:  # the next chunk's loads go out now, so their latency hides behind this chunk's arithmetic
-            xdt_r, dout_r, z_r, u_r, hc = nxt
-            nxt = load_chunk(c - 1, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e, s_de, s_oe, s_ze,
-                             s_ue, b, n_chunks, EN, st, mask4, REVERSE, HAS_Z, not TOTALS)
-        else:
-            xdt_r, dout_r, z_r, u_r, hc = load_chunk(c, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e,
-                                                     s_de, s_oe, s_ze, s_ue, b, n_chunks, EN, st, mask4, REVERSE,
-                                                     HAS_Z, not TOTALS)
+        # the next chunk's loads go out now, so their latency hides behind this chunk's arithmetic
+        xdt_r, dout_r, z_r, u_r, hc = nxt
+        nxt = load_chunk(c - 1, c0, L, dt_ptr, dout_ptr, z_ptr, u_ptr, ckpt_ptr, et, m_e, s_de, s_oe, s_ze,
+                         s_ue, b, n_chunks, EN, st, mask4, REVERSE, HAS_Z, not TOTALS)
         xdt = xdt_r.to(tl.float32)
         if HAS_BIAS:
             xdt += bias
         dt = xdt
         if SOFTPLUS:
-            dt = softplus(dt)
+            if GATE_FROM_SOFTPLUS:  # d softplus(x) / dx = sigmoid(x), for ddelta, from softplus's exponential
+                dt, dt_gate = softplus_sigmoid(xdt)
+            else:
+                dt = softplus(xdt)
         dt = tl.where(m3t, dt, 0.0)  # masked steps: a = 1, b = 0, no gradient
         dout = dout_r.to(tl.float32)
         if HAS_Z:
@@ -230,19 +228,19 @@ def _bwd_kernel(
             h2 = decay(dt2, A2, k2, HAS_RESETS) * h1 + col(du2) * B2
             h3 = decay(dt3, A2, k3, HAS_RESETS) * h2 + col(du3) * B3
             # walk the chunk backwards; dB and dC (summed over the block's channels) go out step by step
-            part = (part_chunk + c) * (4 * BN) + bc
+            part = (bc_chunk + c) * (4 * BN) + bc
             p, gB3, gahA3, dB, dC, dA3 = adjoint_step(p, h2, h3, dt3, du3, dy3, B3, C3, A2, k3, HAS_RESETS)
-            tl.store(dB_ptr + part + 3 * BN, dB[:, None], mask=one)
-            tl.store(dC_ptr + part + 3 * BN, dC[:, None], mask=one)
+            tl.atomic_add(dB_ptr + part + 3 * BN, dB[:, None], mask=one, sem='relaxed')
+            tl.atomic_add(dC_ptr + part + 3 * BN, dC[:, None], mask=one, sem='relaxed')
             p, gB2, gahA2, dB, dC, dA2 = adjoint_step(p, h1, h2, dt2, du2, dy2, B2, C2, A2, k2, HAS_RESETS)
-            tl.store(dB_ptr + part + 2 * BN, dB[:, None], mask=one)
-            tl.store(dC_ptr + part + 2 * BN, dC[:, None], mask=one)
+            tl.atomic_add(dB_ptr + part + 2 * BN, dB[:, None], mask=one, sem='relaxed')
+            tl.atomic_add(dC_ptr + part + 2 * BN, dC[:, None], mask=one, sem='relaxed')
             p, gB1, gahA1, dB, dC, dA1 = adjoint_step(p, h0, h1, dt1, du1, dy1, B1, C1, A2, k1, HAS_RESETS)
-            tl.store(dB_ptr + part + BN, dB[:, None], mask=one)
-            tl.store(dC_ptr + part + BN, dC[:, None], mask=one)
+            tl.atomic_add(dB_ptr + part + BN, dB[:, None], mask=one, sem='relaxed')
+            tl.atomic_add(dC_ptr + part + BN, dC[:, None], mask=one, sem='relaxed')
             p, gB0, gahA0, dB, dC, dA0 = adjoint_step(p, hc, h0, dt0, du0, dy0, B0, C0, A2, k0, HAS_RESETS)
-            tl.store(dB_ptr + part, dB[:, None], mask=one)
-            tl.store(dC_ptr + part, dC[:, None], mask=one)
+            tl.atomic_add(dB_ptr + part, dB[:, None], mask=one, sem='relaxed')
+            tl.atomic_add(dC_ptr + part, dC[:, None], mask=one, sem='relaxed')
             dA_acc += (dA0 + dA1) + (dA2 + dA3)
 
             gB = pack4(gB0, gB1, gB2, gB3, (BE,))[None, :, :]  # (1, BE, 4)
@@ -259,7 +257,10 @@ def _bwd_kernel(
                 dz = dout * y * sz * (1.0 + zv * (1.0 - sz))
                 tl.store(dz_ptr + grad_off + tm[None, None, :], dz.to(dz_ptr.dtype.element_ty), mask=m3t & first)
             if SOFTPLUS:
-                ddt = ddt * sigmoid(xdt)
+                if GATE_FROM_SOFTPLUS:
+                    ddt = ddt * dt_gate
+                else:
+                    ddt = ddt * sigmoid(xdt)
             ddt = tl.where(m3t, ddt, 0.0)
             if HAS_BIAS:
                 dbias_acc += ddt
@@ -311,11 +312,10 @@ def state_split(N):
     return BN // R, R
 
 
-def unchunk(part, Bt, G, N, L, reverse, squeeze):
-    """dB/dC partials (Bt, G * blocks, n_chunks, 4, BN) -> summed over a group's blocks, (Bt, [G,] N, L)."""
-    n_chunks, BN = part.shape[2], part.shape[4]
-    x = part.view(Bt, G, -1, n_chunks, STEPS, BN).sum(2)[..., :N]  # (Bt, G, n_chunks, 4, N)
-    x = x.permute(0, 1, 4, 2, 3).reshape(Bt, G, N, n_chunks * STEPS)[..., :L]
+def unchunk(x, N, L, reverse, squeeze):
+    """dB/dC in the chunk layout (Bt, G, n_chunks, 4, BN) -> (Bt, [G,] N, L)."""
+    Bt, G, n_chunks = x.shape[:3]
+    x = x[..., :N].permute(0, 1, 4, 2, 3).reshape(Bt, G, N, n_chunks * STEPS)[..., :L]
     if reverse:
         x = x.flip(-1)
     return x[:, 0] if squeeze else x
@@ -363,8 +363,8 @@ def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, rev
     du = torch.empty(Bt, E, L, device=dev, dtype=u.dtype)
     ddt = torch.empty(Bt, E, L, device=dev, dtype=dt.dtype)
     dz = torch.empty(Bt, E, L, device=dev, dtype=z.dtype) if z is not None else None
-    dBp = torch.empty(Bt, n_eb, n_chunks, STEPS, BN, **f32)
-    dCp = torch.empty(Bt, n_eb, n_chunks, STEPS, BN, **f32)
+    dBc = torch.zeros(Bt, G, n_chunks, STEPS, BN, **f32)  # the blocks' sums are added in (atomics)
+    dCc = torch.zeros(Bt, G, n_chunks, STEPS, BN, **f32)
     dA = torch.empty(Bt, S, E, N, **f32)
     dD = torch.empty(Bt, S, E, **f32) if D is not None else None
     dbias = torch.empty(Bt, S, E, **f32) if bias is not None else None
@@ -373,13 +373,15 @@ def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, rev
     zz = z if z is not None else u
     rr = resets if resets is not None else u
     args = (u, dt, A, Bc, Cc, D, zz, bias, rr, ckpt, dout, seg,
-            du, ddt, dz, dBp, dCp, dA, dD, dbias, dh0, dhN,
+            du, ddt, dz, dBc, dCc, dA, dD, dbias, dh0, dhN,
             E, L, EG, G, n_chunks, seg_chunks, S,
             u.stride(0), u.stride(1), dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1),
             dout.stride(0), dout.stride(1), rr.stride(0))
     flags = dict(N=N, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus_,
                  HAS_RESETS=resets is not None, REVERSE=reverse, HAS_DH0=need_dh0, HAS_DHN=dhN is not None,
-                 HAS_SEG=S > 1, PREFETCH=S > 1)
+                 HAS_SEG=S > 1,
+                 # measured per launch kind (NOTES.md item 18): 4% faster with L whole, 1-6% slower with segments
+                 GATE_FROM_SOFTPLUS=S == 1)
     if S > 1:  # the adjoint alone needs no sums over states or channels: one lane per channel, as the forward
         BE1 = block_channels(E, EG, 32)
         NQ1, R1 = state_split(BN)
@@ -387,6 +389,5 @@ def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, rev
                                                        num_warps=1, **flags)
     _bwd_kernel[(Bt * n_eb, S)](*args, BE=BE, NG=NG, NQ=NQ, R=R, TOTALS=False, num_warps=num_warps, **flags)
     squeeze = B.dim() == 3
-    return (du, ddt, dA.sum((0, 1)), unchunk(dBp, Bt, G, N, L, reverse, squeeze),
-            unchunk(dCp, Bt, G, N, L, reverse, squeeze), None if dD is None else dD.sum((0, 1)), dz,
+    return (du, ddt, dA.sum((0, 1)), unchunk(dBc, N, L, reverse, squeeze), unchunk(dCc, N, L, reverse, squeeze), None if dD is None else dD.sum((0, 1)), dz,
             None if dbias is None else dbias.sum((0, 1)), dh0)
