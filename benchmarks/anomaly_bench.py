@@ -8,7 +8,9 @@
   not score) and scores the whole series with the stream post-processing of `ScoreSmoother`: by default the
   excess over the 0.995 quantile of the last `--nab-baseline` steps and over the same time of day on the last
   `--nab-season-days` days, one alert per rise (`--nab-gate`), chosen in benchmarks/nab_postprocess.py (on NAB
-  itself: NAB has no held-out part); `--nab-baseline 0 --nab-adaptive W` gives the earlier z-score. NAB's
+  itself: NAB has no held-out part), raised where the values leave the range they kept (`--nab-range-weight`
+  times the range novelty's excess; 0 turns it off; chosen in the same way, results/anomaly.md);
+  `--nab-baseline 0 --nab-adaptive W` gives the earlier z-score. NAB's
   optimiser picks one corpus-wide threshold for each profile.
   Baselines: NAB's windowed Gaussian and random detector (seeds 0-4), through the same scorer.
 - Throughput: scoring steps/s in one pass and streamed row chunk by row chunk, and the scorer's memory at
@@ -127,6 +129,7 @@ def run_nab(args, work: Path) -> dict:
                                                   baseline_window=args.nab_baseline,
                                                   season_days=args.nab_season_days if args.nab_baseline else 0,
                                                   gate=args.nab_gate, time_of_day=args.nab_time_of_day,
+                                                  range_weight=args.nab_range_weight if args.nab_baseline else 0,
                                                   calibration_fraction=CALIBRATION, threshold_quantile=QUANTILE),
             model_cfg=model_cfg, train_cfg=train_cfg, device=args.device, show_progress=False)
         model = load_anomaly_run(run, args.device)
@@ -184,7 +187,8 @@ def markdown(results: dict, args) -> str:
              f"{results['date']}. Model: d_model {args.d_model}, {args.n_layer} layers, window {args.seq_len}, "
              f"batch {args.batch_size}, {args.steps} steps (NAB: {args.nab_steps}), lr {args.lr}, smoothing "
              f"{args.smooth} (NAB {args.nab_smooth}, adaptive window {args.nab_adaptive}, baseline window "
-             f"{args.nab_baseline}, season days {args.nab_season_days}, gate {args.nab_gate}"
+             f"{args.nab_baseline}, season days {args.nab_season_days}, gate {args.nab_gate}, "
+             f"range weight {args.nab_range_weight}"
              f"{', time of day as input' if args.nab_time_of_day else ''}), seed {args.seed}.", ""]
     for dataset in ("smd", "asd"):
         if dataset not in results:
@@ -245,6 +249,8 @@ def main() -> None:
     ap.add_argument("--nab-baseline", type=int, default=2000, help="NAB: baseline window of the excess score")
     ap.add_argument("--nab-season-days", type=int, default=5)
     ap.add_argument("--nab-gate", type=int, default=30)
+    ap.add_argument("--nab-range-weight", type=float, default=2.0,
+                    help="NAB: weight of the values' range novelty beside the model's score (0: off)")
     ap.add_argument("--nab-time-of-day", action="store_true", help="NAB: the model also reads the time of day")
     ap.add_argument("--stream-steps", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=0)

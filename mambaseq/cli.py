@@ -287,7 +287,11 @@ def anomaly_fit(
     season_period: int = typer.Option(0, help="steps per day (0: from the training timestamps)"),
     gate: int = typer.Option(0, help="> 0: one alert per rise: a step keeps its score only when it is above all "
                              "of the previous this-many steps' (streams such as NAB: --baseline-window 2000 "
-                             "--season-days 5 --gate 30)"),
+                             "--season-days 5 --gate 30 --range-weight 2)"),
+    range_weight: float = typer.Option(0.0, help="> 0 (with --baseline-window): a step scores at least this times "
+                                       "how far its values leave the range they kept, beyond that novelty's own "
+                                       "baseline (NAB: 2)"),
+    range_steps: int = typer.Option(2, help="... the range novelty of the mean of this many trailing values"),
     merge_gap: int = typer.Option(0, help="flagged runs at most this many steps apart form one event"),
     time_of_day: bool = typer.Option(False, help="the model also reads the time of day (needs datetime "
                                      "timestamps): daily patterns become predictable, so a missing or shifted "
@@ -319,7 +323,7 @@ def anomaly_fit(
                                adaptive_window=adaptive_window, baseline_window=baseline_window,
                                baseline_quantile=baseline_quantile, season_days=season_days,
                                season_slack=season_slack, season_period=season_period, gate=gate,
-                               time_of_day=time_of_day,
+                               range_weight=range_weight, range_steps=range_steps, time_of_day=time_of_day,
                                columns=_column_list(columns), timestamp=none(timestamp), label=none(label),
                                order=order)
     if eval_every < 0:

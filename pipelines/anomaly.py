@@ -80,6 +80,9 @@ class AnomalySettings:
     season_days: int = 0  # ... raised to the highest mean at the same time of day on each of these past days
     season_slack: int = 6  # ... +- this many steps
     season_period: int = 0  # steps per day: set by fit from the training timestamps when season_days > 0
+    range_weight: float = 0.0  # > 0: the score is at least this times the values' range novelty's excess (RangeNovelty)
+    range_steps: int = 2  # ... the novelty of the mean of this many trailing values
+    range_warmup: int = 750  # ... 0 for this many steps of a stream (fit caps it at the fitted part's length)
     gate: int = 0  # > 0: a step keeps its score only above all of the previous `gate` steps' (one alert per rise)
     time_of_day: bool = False  # the model also reads the time of day (from datetime timestamps) as an input channel
     merge_gap: int = 0  # flagged runs at most this many steps apart form one event
@@ -108,6 +111,11 @@ class AnomalySettings:
                                "choose one")
         if self.season_days and not self.baseline_window:
             raise AnomalyError("season_days raises the baseline: it needs baseline_window > 0")
+        if self.range_weight < 0 or self.range_steps < 1 or self.range_warmup < 1:
+            raise AnomalyError("range_weight must be >= 0, range_steps and range_warmup >= 1")
+        if self.range_weight and not self.baseline_window:
+            raise AnomalyError("range_weight compares the range novelty to its own baseline: it needs "
+                               "baseline_window > 0")
         if not (0 < self.baseline_quantile <= 1):
             raise AnomalyError(f"baseline_quantile must be in (0, 1], got {self.baseline_quantile}")
 
@@ -236,6 +244,8 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
     parts, cal_starts = _split_parts(series, settings)
     if settings.season_days and not settings.season_period:
         settings = replace(settings, season_period=steps_per_day(series[0]))
+    if settings.range_weight:  # the novelty starts once a stream is as long as the shortest fitted part
+        settings = replace(settings, range_warmup=min(settings.range_warmup, min(len(p) for p in parts)))
     stamps = [None if s.timestamps is None else s.timestamps[:len(p)] for s, p in zip(series, parts)]
     inputs = [model_inputs(p, t, settings.time_of_day, s.name) for p, t, s in zip(parts, stamps, series)]
     fit_values = np.concatenate([p[:c] for p, c in zip(inputs, cal_starts)])
@@ -334,6 +344,89 @@ def step_terms(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, t
     return nll.masked_fill(missing, 0.0), rps.masked_fill(missing, 0.0)
 
 
+class WindowQuantiles:
+    """The last `size` numbers, also kept sorted: quantiles with linear interpolation (as np.quantile); 0.0 while
+    empty."""
+
+    def __init__(self, size: int):
+        self.size, self.order, self.sorted = size, deque(), []
+
+    def quantile(self, q: float) -> float:
+        ordered, n = self.sorted, len(self.sorted)
+        if not n:
+            return 0.0
+        pos = q * (n - 1)
+        lo = int(pos)
+        return ordered[lo] + (ordered[min(lo + 1, n - 1)] - ordered[lo]) * (pos - lo)
+
+    def add(self, value: float) -> None:
+        self.order.append(value)
+        bisect.insort(self.sorted, value)
+        if len(self.order) > self.size:
+            self.sorted.pop(bisect.bisect_left(self.sorted, self.order.popleft()))
+
+
+class _ChannelRange:
+    """One channel of RangeNovelty: its recent values, the extremes of their means over the window, its spread."""
+
+    def __init__(self, steps: int, window: int):
+        self.recent: deque = deque(maxlen=steps)
+        self.window, self.count = window, 0
+        self.highs: deque = deque()  # (index, mean), means decreasing: the window's maximum first
+        self.lows: deque = deque()  # (index, mean), means increasing: the window's minimum first
+        self.values = WindowQuantiles(window)
+        self.lowest, self.highest = math.inf, -math.inf
+
+    def step(self, value: float) -> float:
+        """The value's novelty (NaN while nothing is remembered, or when the value is missing), then remember it."""
+        if math.isnan(value):
+            return math.nan
+        self.recent.append(value)
+        mean = sum(self.recent) / len(self.recent)
+        novelty = math.nan
+        if self.count:
+            for extremes in (self.highs, self.lows):
+                while extremes[0][0] < self.count - self.window:
+                    extremes.popleft()
+            spread = max(self.values.quantile(0.75) - self.values.quantile(0.25),
+                         0.02 * (self.highest - self.lowest), 1e-9)
+            novelty = max(mean - self.highs[0][1], self.lows[0][1] - mean) / spread
+        while self.highs and self.highs[-1][1] <= mean:
+            self.highs.pop()
+        while self.lows and self.lows[-1][1] >= mean:
+            self.lows.pop()
+        self.highs.append((self.count, mean))
+        self.lows.append((self.count, mean))
+        self.values.add(value)
+        self.lowest, self.highest = min(self.lowest, value), max(self.highest, value)
+        self.count += 1
+        return novelty
+
+
+class RangeNovelty:
+    """How far a stream's values leave the range they have kept, one step at a time: a value no training window
+    ever reached can still be predicted tolerably by the model (NAB: art_increase_spike_density).
+
+    Per channel, with m_t the mean of the last `steps` values: e_t = max(m_t - max(m over the past `window`
+    values), min(m over them) - m_t) / spread, spread = max(the IQR of the past `window` values, 2% of the range of
+    all past values, 1e-9): positive outside the range, negative inside. The step's novelty is the largest e_t over
+    the channels, 0 in the first `warmup` steps (and where every value is missing; a missing value is not
+    remembered). Memory O(window) per channel."""
+
+    def __init__(self, steps: int = 2, window: int = 2000, warmup: int = 750):
+        self.steps, self.window, self.warmup = steps, window, warmup
+        self.channels: list[_ChannelRange] = []
+        self.seen = 0
+
+    def step(self, row) -> float:
+        if not self.channels:
+            self.channels = [_ChannelRange(self.steps, self.window) for _ in row]
+        scores = [c.step(v) for c, v in zip(self.channels, row)]
+        self.seen += 1
+        finite = [e for e in scores if not math.isnan(e)]
+        return max(finite) if finite and self.seen > self.warmup else 0.0
+
+
 class ScoreSmoother:
     """Per-step score -> final score, one step at a time (so any cut of a stream into chunks gives the same scores),
     in up to three stages:
@@ -344,7 +437,10 @@ class ScoreSmoother:
        `baseline_quantile` of m over the W steps before t (linear interpolation, as np.quantile) and S the
        highest m at the same time of day on each of the last `season_days` days (lags j * season_period +-
        season_slack steps, j = 1..season_days; days not yet seen are left out). Errors the model makes every day
-       at the same hour then stop raising alerts.
+       at the same hour then stop raising alerts. With `range_weight` w > 0 the step then scores at least
+       w * (r_t - Q'), r_t the values' `RangeNovelty` and Q' the same quantile of r over the W steps before t: a
+       value far outside the range the stream has kept raises an alert even where the model is not surprised
+       (+1.7 on NAB, benchmarks/results/anomaly.md).
     3. `gate` K > 0: one alert per rise. A step keeps its value only when it is above all of the previous K
        values of stage 2; otherwise it scores min(value, 0).
 
@@ -352,9 +448,12 @@ class ScoreSmoother:
 
     def __init__(self, smooth: int = 1, adaptive_window: int = 0, baseline_window: int = 0,
                  baseline_quantile: float = 0.995, season_days: int = 0, season_period: int = 0,
-                 season_slack: int = 6, gate: int = 0):
+                 season_slack: int = 6, gate: int = 0, range_weight: float = 0.0, range_steps: int = 2,
+                 range_warmup: int = 750):
         if adaptive_window and baseline_window:
             raise AnomalyError("adaptive_window and baseline_window are two ways to normalise: choose one")
+        if range_weight and not baseline_window:
+            raise AnomalyError("range_weight needs baseline_window > 0")
         self.window: deque = deque(maxlen=smooth)
         self.history: deque = deque()
         self.adaptive_window, self.history_sum, self.history_sq = adaptive_window, 0.0, 0.0
@@ -374,18 +473,29 @@ class ScoreSmoother:
         self.window_max = [0.0] * (days * season_period + 1)  # ring: max of m around step s, at s % len
         self.recent: deque = deque(maxlen=2 * season_slack + 1)  # m_{t - 2 slack} .. m_t
         self.slack = season_slack
-        self.recent_sorted: list[float] = []  # the last baseline_window means, sorted
+        self.baseline = WindowQuantiles(baseline_window)  # the last baseline_window means
+        self.range_weight = range_weight
+        self.novelty = RangeNovelty(range_steps, baseline_window, range_warmup) if range_weight else None
+        self.novelty_baseline = WindowQuantiles(baseline_window)
         self.gated: deque = deque(maxlen=max(gate, 1))
         self.gate = gate
 
     @classmethod
     def from_settings(cls, settings: "AnomalySettings") -> "ScoreSmoother":
         return cls(settings.smooth, settings.adaptive_window, settings.baseline_window, settings.baseline_quantile,
-                   settings.season_days, settings.season_period, settings.season_slack, settings.gate)
+                   settings.season_days, settings.season_period, settings.season_slack, settings.gate,
+                   settings.range_weight, settings.range_steps, settings.range_warmup)
 
-    def update(self, raw: np.ndarray) -> np.ndarray:
+    def update(self, raw: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """raw (T,) per-step scores -> (T,) final scores; `values` (T, C), NaN where missing, feed the range
+        novelty (needed when range_weight > 0)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.novelty is not None:
+            if values is None or len(values) != len(raw):
+                raise AnomalyError("range_weight > 0: the smoother needs the values of every scored step")
+            rows = np.asarray(values, dtype=np.float64).reshape(len(raw), -1).tolist()
         score = []
-        for v in np.asarray(raw, dtype=np.float64).tolist():  # Python floats: cheaper one at a time
+        for i, v in enumerate(raw.tolist()):  # Python floats: cheaper one at a time
             if self.adaptive_window and len(self.window) == self.window.maxlen:
                 self._remember(self.window[0])
             self.window.append(v)
@@ -394,6 +504,11 @@ class ScoreSmoother:
                 value = self._z(value)
             elif self.baseline_window:
                 value = self._excess(value)
+                if self.novelty is not None:
+                    novelty = self.novelty.step(rows[i])
+                    value = max(value, self.range_weight * (novelty - self.novelty_baseline.quantile(
+                        self.baseline_quantile)))
+                    self.novelty_baseline.add(novelty)
             if self.gate:
                 keep = not self.gated or value > max(self.gated)
                 self.gated.append(value)
@@ -421,12 +536,7 @@ class ScoreSmoother:
 
     def _excess(self, mean: float) -> float:
         """mean - max(quantile of the last baseline_window means, seasonal maximum); then remember mean."""
-        ordered, n = self.recent_sorted, len(self.recent_sorted)
-        base = 0.0
-        if n:
-            pos = self.baseline_quantile * (n - 1)
-            lo = int(pos)
-            base = ordered[lo] + (ordered[min(lo + 1, n - 1)] - ordered[lo]) * (pos - lo)
+        base = self.baseline.quantile(self.baseline_quantile)
         t = self.seen
         if self.day_centres:
             for centre in self.day_centres:  # day j's window is centred on step t - j * period
@@ -438,16 +548,13 @@ class ScoreSmoother:
                     if centre <= t and lag <= t]
             if seen:
                 base = max(base, max(seen))
-        size = len(self.past)
-        self.past[t % size] = mean
+        self.past[t % len(self.past)] = mean
         self.seen += 1
         if self.day_centres:
             self.recent.append(mean)
             if t >= self.slack:  # the window around step t - slack is complete
                 self.window_max[(t - self.slack) % len(self.window_max)] = max(self.recent)
-        bisect.insort(ordered, mean)
-        if n + 1 > self.baseline_window:  # m_{t - W} leaves the window
-            ordered.pop(bisect.bisect_left(ordered, self.past[(self.seen - 1 - self.baseline_window) % size]))
+        self.baseline.add(mean)
         return mean - base
 
 
@@ -481,7 +588,7 @@ class StreamScorer:
         nll, rps = terms.T
         rps = rps + self.quantiser.excess(inputs)[:, :self.n_values].sum(1)  # see SCORES
         raw = rps if self.score == "rps" else nll
-        return {"nll": nll, "rps": rps, "score": self.smoother.update(raw),
+        return {"nll": nll, "rps": rps, "score": self.smoother.update(raw, values),
                 "out_of_range": out_of_range[:, :self.n_values].any(axis=1)}
 
     def _terms(self, ids: torch.Tensor) -> np.ndarray:

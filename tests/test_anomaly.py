@@ -17,7 +17,7 @@ from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.series import Series, SeriesError, read_nab, read_series, read_train_test, stream_rows
 import torch
 
-from mambaseq.pipelines.anomaly import (AnomalyError, AnomalySettings, ScoreSmoother, StreamScorer,
+from mambaseq.pipelines.anomaly import (AnomalyError, AnomalySettings, RangeNovelty, ScoreSmoother, StreamScorer,
                                         channel_logits, day_fraction, events_from_flags, fit, heldout_bits,
                                         load_anomaly_run, ranked_probability_score, score_files, score_stream,
                                         step_terms, steps_per_day)
@@ -293,10 +293,12 @@ def excess_reference(x, window, q, days, period, slack, gate):
         season = [x[max(0, t - j * period - slack):t - max(1, j * period - slack) + 1]
                   for j in range(1, days + 1) if j * period <= t]
         s[t] = x[t] - max([base] + [v.max() for v in season])
-    if not gate:
-        return s
+    return gate_reference(s, gate) if gate else s
+
+
+def gate_reference(s, gate):
     return np.array([s[t] if t == 0 or s[t] > s[max(0, t - gate):t].max() else min(s[t], 0.0)
-                     for t in range(len(x))])
+                     for t in range(len(s))])
 
 
 @pytest.mark.parametrize("window, q, days, period, slack, gate", [(20, 0.9, 2, 7, 1, 3), (5, 0.5, 0, 0, 6, 0),
@@ -320,6 +322,48 @@ def test_daily_repeats_stop_alerting_the_gate_keeps_one_alert_and_settings_are_c
     assert gated[50] == 5.0 and (gated[51:] <= 0).all()
     for bad in (dict(adaptive_window=10, baseline_window=10), dict(season_days=2), dict(gate=-1),
                 dict(baseline_window=10, baseline_quantile=0.0)):
+        with pytest.raises(AnomalyError):
+            AnomalySettings(**bad)
+
+
+def range_reference(values, steps, window, warmup):
+    """RangeNovelty written plainly over the whole (T, C) array: every window recomputed from scratch."""
+    out = np.zeros(len(values))
+    for t in range(warmup, len(values)):
+        per_channel = []
+        for v in values.T:
+            means = np.array([v[max(0, s - steps + 1):s + 1].mean() for s in range(t + 1)])
+            past_means, past = means[max(0, t - window):t], v[max(0, t - window):t]
+            spread = max(np.quantile(past, 0.75) - np.quantile(past, 0.25), 0.02 * np.ptp(v[:t]), 1e-9)
+            per_channel.append(max(means[t] - past_means.max(), past_means.min() - means[t]) / spread)
+        out[t] = max(per_channel)
+    return out
+
+
+def test_range_novelty_matches_a_plain_reference_and_leaves_the_model_score_alone_inside_the_range():
+    rng = np.random.default_rng(3)
+    values = np.cumsum(rng.normal(size=(260, 3)), axis=0)
+    values[200:205, 1] += 100.0  # far outside channel 1's range
+    values[:, 2] = np.where(np.arange(260) % 37 == 0, 1.0, 0.0)  # IQR 0: its spread is 2% of the range
+    values[5, 2], values[230, 2] = -1.0, 3.0
+    novelty = RangeNovelty(steps=3, window=50, warmup=25)  # the smoother below uses its baseline window
+    got = np.array([novelty.step(row) for row in values.tolist()])
+    np.testing.assert_allclose(got, range_reference(values, 3, 50, 25), rtol=1e-9, atol=1e-12)
+    assert got[200] > 5 and (got[:25] == 0).all()
+
+    raw = rng.gamma(1.0, size=len(values))
+    base = dict(baseline_window=50, baseline_quantile=0.9, gate=5)
+    plain = ScoreSmoother(**base).update(raw)
+    smoother = ScoreSmoother(**base, range_weight=2.0, range_steps=3, range_warmup=25)
+    chunked = np.concatenate([smoother.update(raw[a:a + 17], values[a:a + 17]) for a in range(0, len(raw), 17)])
+    excess = ScoreSmoother(baseline_window=50, baseline_quantile=0.9).update(got)  # the novelty's own excess
+    ungated = np.maximum(ScoreSmoother(**dict(base, gate=0)).update(raw), 2.0 * excess)
+    np.testing.assert_allclose(chunked, gate_reference(ungated, 5), atol=1e-12)
+    assert chunked[200] > 5 > plain[200]
+    with pytest.raises(AnomalyError, match="values"):
+        ScoreSmoother(**base, range_weight=2.0).update(raw)
+    for bad in (dict(range_weight=1.0), dict(baseline_window=10, range_weight=-1.0),
+                dict(baseline_window=10, range_weight=1.0, range_steps=0)):
         with pytest.raises(AnomalyError):
             AnomalySettings(**bad)
 
