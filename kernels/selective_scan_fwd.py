@@ -323,9 +323,19 @@ def block_channels(E, EG, want):
     return be
 
 
+def forward_block(Bt, E, EG, sm_count=132):
+    """The launcher's channels per program: 8 when that gives >= 8 one-warp programs per multiprocessor, so L
+    need not be cut into segments (no TOTALS pass; the checkpoint stores then cost 8% instead of 37%), else 32,
+    whose segmented launches were the fastest (NOTES.md item 19)."""
+    if Bt * triton.cdiv(E, block_channels(E, EG, 8)) >= 8 * sm_count:
+        return 8
+    return 32
+
+
 def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_hN, store_ckpt,
-             BE=32, NL=4, segments=None, num_warps=4, sm_count=132, ckpt_dtype=None):
-    """Launch the forward. Tensors as in `mambaseq.ops.selective_scan` (u, dt, z with unit L stride).
+             BE=None, NL=4, segments=None, num_warps=4, sm_count=132, ckpt_dtype=None):
+    """Launch the forward. Tensors as in `mambaseq.ops.selective_scan` (u, dt, z with unit L stride); BE None:
+    `forward_block`.
 
     Returns y (Bt, E, L) in u's dtype, the final state (Bt, E, N) fp32 or None, and the states entering every
     chunk of STEPS positions (Bt, L / STEPS, E, N) in `ckpt_dtype` (fp32 or bf16) or None (what the backward
@@ -337,7 +347,7 @@ def scan_fwd(u, dt, A, B, C, D, z, bias, h0, resets, softplus_, reverse, store_h
     N = A.shape[1]
     G = 1 if B.dim() == 3 else B.shape[1]
     EG = E // G
-    BE = block_channels(E, EG, BE)
+    BE = block_channels(E, EG, BE or forward_block(Bt, E, EG, sm_count))
     BN = triton.next_power_of_2(N)
     NL = min(NL, BN)
     n_eb = triton.cdiv(E, BE)

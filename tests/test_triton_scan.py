@@ -206,3 +206,26 @@ def test_checkpoint_dtype(dtype, batch, L, E, expected):
     u = torch.empty(1, 1, 1, dtype=dtype).expand(batch, E, L)  # only shapes and dtype are read
     B = torch.empty(1, 1, 1, dtype=dtype).expand(batch, 16, L)
     assert triton_scan._checkpoint_dtype(u, B, sm_count=132) == expected
+
+
+
+@pytest.mark.parametrize("batch,E,groups,expected", [
+    (8, 1536, 1, 8),     # 1536 programs of 8 channels fill 132 multiprocessors 8 deep: L stays whole
+    (2, 1536, 1, 32),    # too few rows: 32 channels a program, L cut into segments
+    (8, 1536, 384, 8),   # groups of 4 channels: 8 wanted, the launcher's block_channels then makes it 4
+])
+def test_forward_block(batch, E, groups, expected):
+    from mambaseq.kernels.selective_scan_fwd import forward_block
+
+    assert forward_block(batch, E, E // groups, sm_count=132) == expected
+
+
+def test_automatic_forward_block_matches_the_reference(nan_outputs, blocks):
+    """BE None (the shipped default) lets the launcher pick the forward's block from the batch."""
+    blocks(BE=None, NL=1, BE_bwd=4)
+    x = _inputs(2, 8, 40, 16, None, torch.Generator().manual_seed(3))
+    y = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
+                       delta_softplus=True, backend="triton")
+    y_ref = selective_scan_ref(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"],
+                               delta_bias=x["delta_bias"], delta_softplus=True)
+    assert _rel(y, y_ref) < 1e-5

@@ -18,7 +18,7 @@ from mambaseq.kernels.state_update import state_update
 
 # Block sizes, measured on an H200 (benchmarks/NOTES.md): one warp per program, many programs per SM. The
 # backward gives each channel NG lanes of N/NG states.
-FWD_CONFIG = dict(BE=32, NL=1, num_warps=1)
+FWD_CONFIG = dict(BE=None, NL=1, num_warps=1)  # BE None: the launcher's `forward_block` (8 or 32 by the batch)
 BWD_CONFIG = dict(BE=16, NG=4, num_warps=1)
 
 _SM_COUNT: dict[int, int] = {}
