@@ -389,5 +389,5 @@ def scan_bwd(dout, dhN, u, dt, A, B, C, D, z, bias, resets, ckpt, softplus_, rev
                                                        num_warps=1, **flags)
     _bwd_kernel[(Bt * n_eb, S)](*args, BE=BE, NG=NG, NQ=NQ, R=R, TOTALS=False, num_warps=num_warps, **flags)
     squeeze = B.dim() == 3
-    return (du, ddt, dA.sum((0, 1)), unchunk(dBc, N, L, reverse, squeeze), unchunk(dCc, N, L, reverse, squeeze), None if dD is None else dD.sum((0, 1)), dz,
-            None if dbias is None else dbias.sum((0, 1)), dh0)
+    return (du, ddt, dA.sum((0, 1)), unchunk(dBc, N, L, reverse, squeeze), unchunk(dCc, N, L, reverse, squeeze),
+            None if dD is None else dD.sum((0, 1)), dz, None if dbias is None else dbias.sum((0, 1)), dh0)

@@ -463,7 +463,7 @@ class ScoreSmoother:
         self.season_lags = [(j * season_period, lag) for j in range(1, days + 1)
                             for lag in range(max(1, j * season_period - season_slack),
                                              j * season_period + season_slack + 1)]
-        size = max([baseline_window] + [lag for _, lag in self.season_lags]) + 1
+        size = max([0] + [lag for _, lag in self.season_lags]) + 1
         self.past = [0.0] * size  # ring of the last `size` means; past[(self.seen - lag) % size] is m_{t-lag}
         self.seen = 0
         # Fast path when a day's window lies wholly in the past (period > slack): the max of m over
