@@ -362,6 +362,13 @@ def test_range_novelty_matches_a_plain_reference_and_leaves_the_model_score_alon
     assert chunked[200] > 5 > plain[200]
     with pytest.raises(AnomalyError, match="values"):
         ScoreSmoother(**base, range_weight=2.0).update(raw)
+    # a missing value scores 0 for its channel and is not remembered: the other channels decide that step
+    gappy = values.copy()
+    gappy[100:110, 0] = np.nan
+    with_gap = RangeNovelty(steps=3, window=50, warmup=25)
+    scores = np.array([with_gap.step(row) for row in gappy.tolist()])
+    np.testing.assert_allclose(scores[100:110], range_reference(values[:, 1:], 3, 50, 25)[100:110], rtol=1e-9)
+    assert RangeNovelty(warmup=1).step([np.nan]) == 0.0 and np.isfinite(scores).all()
     for bad in (dict(range_weight=1.0), dict(baseline_window=10, range_weight=-1.0),
                 dict(baseline_window=10, range_weight=1.0, range_steps=0)):
         with pytest.raises(AnomalyError):
