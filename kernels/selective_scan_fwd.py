@@ -216,8 +216,9 @@ def _fwd_kernel(
     # loads (BE, 8) tiles (8 contiguous steps per channel: one 16-byte load per thread for bf16) and `tl.split`
     # unpacks the steps, so the recurrence runs step by step in registers, no associative scan. Triton takes the
     # layout from the loads: with NL = 1 (Triton 3.6) A's load, contiguous along N, gives the tile 16 lanes over
-    # NT and 2 over BE, so y's sum over N and the B/C broadcasts cost ~4 shuffles per element (NOTES.md: a
-    # one-channel-per-thread variant without them was slower, bound by loading B/C into every thread).
+    # NT and 2 over BE at BE = 32 (4 and 8 at BE = 8: one channel, 4 states a thread), so y's sum over N and the
+    # B/C broadcasts cost shuffles (NOTES.md: a one-channel-per-thread variant without them was slower, bound by
+    # loading B/C into every thread).
     n_eb = tl.cdiv(E, BE)
     pid = tl.program_id(0)
     b = pid // n_eb
