@@ -72,12 +72,12 @@ def through_branch(x, y, always):
     """x and y as they are (`always` is true at run time). Triton's layout pass would rather recompute a chain of
     elementwise ops in the layout its consumer wants than convert the chain's result, but it does not recompute
     across a branch: a value passed through one is converted where it is made."""
-    if always:
-        x_out = x
-        y_out = y
+    if always:  # values made inside the branches keep it a branch (passed through, it folds into selects)
+        x_out = x + 0.0
+        y_out = y + 0.0
     else:
-        x_out = y
-        y_out = x
+        x_out = y + 0.0
+        y_out = x + 0.0
     return x_out, y_out
 
 

@@ -152,6 +152,34 @@ def test_final_state_gradient_only(blocks):
     assert _rel(u.grad, u_ref.grad) < 1e-5
 
 
+def test_final_state_stored_only_when_asked(blocks, monkeypatch):
+    """Without return_final_state the forward does not store the state (it cost time), and y and the gradients
+    are those of the reference."""
+    blocks(BE=4)
+    stored = []
+
+    def spy(*args, **kwargs):
+        stored.append(kwargs["store_hN"])
+        return scan_fwd(*args, **kwargs)
+
+    scan_fwd = triton_scan.scan_fwd
+    monkeypatch.setattr(triton_scan, "scan_fwd", spy)
+    gen = torch.Generator().manual_seed(5)
+    x = _inputs(2, 4, 30, 16, None, gen)
+    u = x["u"].clone().requires_grad_()
+    u_ref = x["u"].clone().requires_grad_()
+    y = triton_scan.selective_scan_triton(u, x["delta"], x["A"], x["B"], x["C"], D=x["D"], delta_softplus=True)
+    y_ref = selective_scan_ref(u_ref, x["delta"], x["A"], x["B"], x["C"], D=x["D"], delta_softplus=True)
+    assert stored == [False] and torch.is_tensor(y)
+    assert _rel(y, y_ref) < 1e-5
+    gy = torch.randn(y.shape, generator=gen)
+    (y * gy).sum().backward()
+    (y_ref * gy).sum().backward()
+    assert _rel(u.grad, u_ref.grad) < 1e-5
+    triton_scan.selective_scan_triton(u, x["delta"], x["A"], x["B"], x["C"], return_final_state=True)
+    assert stored == [False, True]
+
+
 @pytest.mark.parametrize("E,N,G,options", [(48, 16, None, "D z bias softplus"), (4, 1, 2, "softplus"),
                                            (48, 16, 4, "D z")])
 def test_state_update_matches_reference(E, N, G, options, nan_outputs):

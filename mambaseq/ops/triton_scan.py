@@ -63,11 +63,12 @@ def _checkpoint_dtype(u, B, sm_count: int) -> torch.dtype:
 
 class _SelectiveScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, resets, softplus_, reverse):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, resets, softplus_, reverse, final_state):
         ctx.set_materialize_grads(False)  # an unused final state then costs nothing in the backward
         needs_grad = any(ctx.needs_input_grad[:9])
+        # the final state only when asked for: storing it slowed the 8x2048 forward by 4% (NOTES.md item 20)
         y, hN, ckpt = scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, resets, softplus_,
-                               reverse, store_hN=True, store_ckpt=needs_grad, sm_count=_sm_count(u.device),
+                               reverse, store_hN=final_state, store_ckpt=needs_grad, sm_count=_sm_count(u.device),
                                ckpt_dtype=_checkpoint_dtype(u, B, _sm_count(u.device)), **FWD_CONFIG)
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, resets, ckpt)
@@ -89,7 +90,7 @@ class _SelectiveScan(torch.autograd.Function):
             return None if g is None or like is None else g.to(like.dtype)
 
         return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
-                dh0, None, None, None)
+                dh0, None, None, None, None)
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -101,7 +102,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     y, hN = _SelectiveScan.apply(
         _unit_last(u), _unit_last(delta), A.contiguous(), B, C, None if D is None else D.contiguous(),
         _unit_last(z), None if delta_bias is None else delta_bias.contiguous(), h0, rs, bool(delta_softplus),
-        bool(reverse))
+        bool(reverse), bool(return_final_state))
     return (y, hN) if return_final_state else y
 
 
