@@ -70,8 +70,9 @@ def sigmoid(x):
 @triton.jit
 def through_branch(x, y, always):
     """x and y as they are (`always` is true at run time). Triton's layout pass would rather recompute a chain of
-    elementwise ops in the layout its consumer wants than convert the chain's result, but it does not recompute
-    across a branch: a value passed through one is converted where it is made."""
+    elementwise ops in the layout its consumer wants than convert the chain's result; it stops at a branch, so a
+    value passed through one is converted after it, once (Triton 3.6, one consuming layout: with several it still
+    copies the chain, NOTES.md item 20)."""
     if always:  # values made inside the branches keep it a branch (passed through, it folds into selects)
         x_out = x + 0.0
         y_out = y + 0.0
