@@ -6,12 +6,28 @@ per-row scores are the seeds study's (`anomaly_variants.py --nab-time-of-day --s
 
     cd benchmarks && ../.venv/bin/python nab_novelty.py --report results/nab_novelty/table.md
     ../.venv/bin/python nab_novelty.py --alone --only "range+" --cs 1,2,4     (a sweep, printed)
+    ../.venv/bin/python nab_novelty.py --only "ctx pairs k24 b6 gt " --cs 8,10,12 --tags seed0,seed1,mean \
+        --with "range+ k2 W2000:2"                  (max(M, 2 X[range+ k2 W2000], c X[N]) against max(M, 2 X[...]))
+    ../.venv/bin/python nab_novelty.py --post g30,g60,g30b288x0.25 --with "range+ k2 W2000:2"   (final stages)
 
 Everything is causal: the score at row t reads values / raw scores at rows <= t only (past quantiles and
 extremes exclude t itself), bounded state per stream (rolling windows of <= 2000 rows, running extremes,
-a fixed histogram), no labels. The only per-file constant is P = min(floor(0.15 n), 750) rows, the
-warm-up after which novelty scores are emitted (0 before), the same part NAB does not score and the model
-was fitted on (the model used the first 15% of each file, which likewise depends on n).
+a fixed histogram, hash maps of counts over a fixed alphabet), no labels. The only per-file constant is
+P = min(floor(0.15 n), 750) rows, the warm-up after which novelty scores are emitted (0 before), the same
+part NAB does not score and the model was fitted on (the model used the first 15% of each file, which
+likewise depends on n); the value bins of the contextual terms are fixed from these P rows.
+
+Follow-up terms (contextual novelty study; `ctx_*`, `flat_record`, the burst stage in `combine_multi`):
+  * ctx pairs (CAD-OSE-like contextual novelty): values -> bins+2 symbols (bins uniform over the warm-up's
+    [min, max], one edge bin each side); the facts of row t are (d, symbol_{t-d}, symbol_t), d = 1..k; a
+    hash map per lag counts every fact since row 0. "frac": fraction of the k facts never seen before;
+    "gt": mean over d of 1[new] x -log((n1_d + 1) / (t + 1)), n1_d = facts of lag d seen exactly once
+    (Good-Turing: how improbable any new fact still is at this point of the stream). State: k (bins+3)
+    (bins+2) counts, k singleton counters, the last k symbols.
+  * ctx seq: novelty (never seen, or -log smoothed conditional frequency) of the k-gram of bins.
+  * flat record (absence of activity): run length r_t of equal consecutive values (|diff| <= eps x warm-up
+    range); fires once (value 1) when r_t first exceeds max(f x the longest earlier run, m). O(1) state.
+  * burst stage: the combined score minus f x its decaying max (half-life h) before the gate.
 
 All tuning is on NAB itself (no held-out split): every figure is optimistic.
 """
@@ -26,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nab_postprocess import (gate, load_raw, past_max, past_quantile, seasonal_excess, trailing_mean,  # noqa: E402
-                             past_mean_std, likelihood, detection_counts)
+                             past_mean_std, likelihood, detection_counts, decay)
 from anomaly_bench import NAB_PROFILES, nab_labels  # noqa: E402
 from mambaseq import metrics as M  # noqa: E402
 from mambaseq.io.series import read_nab  # noqa: E402
@@ -169,6 +185,102 @@ def std_z(n, short=20, window=2000):
     return warm(n, np.abs(z))
 
 
+# ---- contextual novelty (CAD-OSE-like), flatline records, burst-relative scaling --------------------------
+
+def quantise(n, bins=8, q=0.0):
+    """Bin ids 0 .. bins+1 of the values: `bins` uniform bins over the warm-up's [Q_q, Q_(1-q)] range, bin 0
+    below it and bin bins+1 above it (a fixed table learned on the first P rows only)."""
+    v = VALUES[n]
+    base = v[:max(WARM[n], 2)]
+    lo, hi = np.quantile(base, [q, 1.0 - q])
+    width = max(hi - lo, 1e-9 * max(abs(lo), abs(hi), 1.0)) / bins
+    return np.clip(np.floor((v - lo) / width), -1, bins).astype(np.int64) + 1
+
+
+def _lagged(b, d, pad):
+    """b shifted d rows into the past; `pad` (a symbol of its own) before row d."""
+    return np.concatenate((np.full(min(d, len(b)), pad, np.int64), b[:len(b) - d]))
+
+
+def _past_count(keys, window=0):
+    """#{s < t (s >= t - window when window): keys[s] == keys[t]}: the count of the current key in a hash
+    map of counts kept since row 0 (or over the past window); vectorised through dense key ids."""
+    _, ids = np.unique(keys, return_inverse=True)
+    ids = ids.reshape(-1).astype(np.int64)
+    return _past_count_equal(ids, ids, window)
+
+
+def ctx_pairs(n, k=4, bins=8, window=0, signs=False, q=0.0, weight="frac", smooth=1):
+    """Contextual novelty of the current row's k lag pairs: for d = 1..k the fact (d, symbol_{t-d},
+    symbol_t), symbol = value bin (x3 with the sign of v_t - v_{t-1} if `signs`), is looked up among all
+    past rows' facts of the same lag (or those of the past `window` rows). weight "frac": the fraction of
+    the k facts never seen before; "gt": the mean over d of 1[new] x -log of the Good-Turing probability
+    of an unseen fact, (n1 + 1) / (t + 1), n1 = facts of lag d seen exactly once before t (a new fact
+    counts more once the stream has stopped producing new facts). Then the trailing mean over `smooth`."""
+    assert not (window and weight == "gt"), "the Good-Turing weight needs counts over all history"
+    b = quantise(n, bins, q)
+    V = bins + 2
+    if signs:
+        v = VALUES[n]
+        b = b * 3 + (np.sign(np.diff(v, prepend=v[0])).astype(np.int64) + 1)
+        V *= 3
+    s = np.zeros(len(b))
+    t = np.arange(len(b))
+    for d in range(1, k + 1):
+        c = _past_count(_lagged(b, d, V) * (V + 1) + b, window)
+        if weight == "frac":
+            s += c == 0
+        else:
+            singles = np.concatenate(([0], np.cumsum((c == 0).astype(int) - (c == 1))[:-1]))   # before t
+            s += (c == 0) * -np.log((singles + 1.0) / (t + 1.0))
+    return warm(n, trailing_mean(s / k, smooth))
+
+
+def ctx_seq(n, k=3, bins=8, mode="new", alpha=1.0, window=0, smooth=1):
+    """Novelty of the current k-gram of value bins (b_{t-k+1} .. b_t): "new" = 1 if it never occurred before
+    (0 otherwise); "surprise" = -log((c(k-gram) + alpha) / (c(its k-1 prefix) + alpha (bins + 2))), counts
+    over all past rows (or the past `window`); then the trailing mean over `smooth` rows."""
+    b = quantise(n, bins)
+    V = bins + 3                                     # + the pad symbol before row 0
+    prefix = np.zeros(len(b), np.int64)
+    for d in range(1, k):
+        prefix = prefix * V + _lagged(b, d, V - 1)
+    gram = prefix * V + b
+    cg = _past_count(gram, window)
+    if mode == "new":
+        s = (cg == 0).astype(float)
+    else:
+        cp = _past_count(prefix, window)
+        s = -np.log((cg + alpha) / (cp + alpha * (bins + 2)))
+    return warm(n, trailing_mean(s, smooth))
+
+
+def run_lengths(flat):
+    """r_t = number of consecutive True in `flat` ending at t (0 where flat_t is False)."""
+    idx = np.arange(len(flat))
+    last_break = np.maximum.accumulate(np.where(flat, -1, idx))
+    return np.where(flat, idx - last_break, 0)
+
+
+def flat_record(n, eps=0.0, factor=1.0, min_run=5, shot=True):
+    """Absence of activity: r_t = length of the current run of (near-)constant values (|v_t - v_{t-1}| <=
+    eps x the warm-up's range); R_t = the longest run that ended before the current one (all history,
+    warm-up included; O(1) state). Fires once per run (shot) with value 1 at the row where r_t first
+    exceeds max(factor x R_t, min_run); else (not shot) r_t / max(factor x R_t, min_run) - 1, clipped at 0
+    (it grows through the run, so the gate fires on every row of it)."""
+    v = VALUES[n]
+    base = v[:max(WARM[n], 2)]
+    flat = np.abs(np.diff(v, prepend=np.nan)) <= eps * np.ptp(base)
+    r = run_lengths(flat)
+    R = np.maximum.accumulate(r)[np.arange(len(r)) - r]      # longest run that ended before the current one
+    need = np.maximum(factor * R, min_run)
+    if shot:
+        s = ((r > need) & (r - 1 <= need)).astype(float)
+    else:
+        s = np.maximum(r / need - 1.0, 0.0)
+    return warm(n, s)
+
+
 NOVELTY = {
     "range k1 all": lambda n: range_excess(n, 1),
     "range k3 all": lambda n: range_excess(n, 3),
@@ -195,6 +307,30 @@ for _k in (1, 2, 3, 5, 8):
         NOVELTY[f"range k{_k} {_ws} "] = lambda n, k=_k, w=_w: range_excess(n, k, window=w)
         NOVELTY[f"range+ k{_k} {_ws} warmscale"] = lambda n, k=_k, w=_w: range_excess(n, k, window=w, clip=True,
                                                                                        warm_scale=True)
+for _b in (6, 8, 12, 16):
+    for _k in (2, 4, 8, 12):
+        NOVELTY[f"ctx pairs k{_k} b{_b}"] = lambda n, k=_k, b=_b: ctx_pairs(n, k, b)
+        NOVELTY[f"ctx pairs k{_k} b{_b} signs"] = lambda n, k=_k, b=_b: ctx_pairs(n, k, b, signs=True)
+        NOVELTY[f"ctx pairs k{_k} b{_b} W2000"] = lambda n, k=_k, b=_b: ctx_pairs(n, k, b, window=2000)
+        NOVELTY[f"ctx pairs k{_k} b{_b} q0.01"] = lambda n, k=_k, b=_b: ctx_pairs(n, k, b, q=0.01)
+        NOVELTY[f"ctx pairs k{_k} b{_b} gt"] = lambda n, k=_k, b=_b: ctx_pairs(n, k, b, weight="gt")
+        NOVELTY[f"ctx pairs k{_k} b{_b} s3"] = lambda n, k=_k, b=_b: ctx_pairs(n, k, b, smooth=3)
+    for _k in (2, 3, 4, 6):
+        for _s in (1, 5):
+            NOVELTY[f"ctx seq new k{_k} b{_b} s{_s}"] = lambda n, k=_k, b=_b, s=_s: ctx_seq(n, k, b, smooth=s)
+            NOVELTY[f"ctx seq surprise k{_k} b{_b} s{_s}"] = lambda n, k=_k, b=_b, s=_s: ctx_seq(
+                n, k, b, "surprise", smooth=s)
+for _b in (4, 5, 6, 7):
+    for _k in (8, 12, 16, 24, 32, 48, 64):
+        NOVELTY[f"ctx pairs k{_k} b{_b} gt "] = lambda n, k=_k, b=_b: ctx_pairs(n, k, b, weight="gt")
+    NOVELTY[f"ctx pairs k24 b{_b} gt signs"] = lambda n, b=_b: ctx_pairs(n, 24, b, weight="gt", signs=True)
+    NOVELTY[f"ctx pairs k24 b{_b} gt q0.01"] = lambda n, b=_b: ctx_pairs(n, 24, b, weight="gt", q=0.01)
+    NOVELTY[f"ctx pairs k24 b{_b} gt s3"] = lambda n, b=_b: ctx_pairs(n, 24, b, weight="gt", smooth=3)
+for _e in (0.0, 0.001, 0.01):
+    for _f in (1.0, 1.1, 1.2, 1.3, 1.5, 2.0):
+        for _m in (5, 10, 20):
+            NOVELTY[f"flat record e{_e} f{_f} m{_m}"] = lambda n, e=_e, f=_f, m=_m: flat_record(n, e, f, m)
+    NOVELTY[f"flat ratio e{_e} f1.0 m5"] = lambda n, e=_e: flat_record(n, e, 1.0, 5, shot=False)
 
 
 # ---- rating -------------------------------------------------------------------------------------------------
@@ -255,17 +391,46 @@ def main():
     ap.add_argument("--exact", action="store_true")
     ap.add_argument("--report", default="", help="write the results table (markdown) to this path and stop")
     ap.add_argument("--tags", default="seed0,seed1")
+    ap.add_argument("--with", dest="base_terms", default="",
+                    help="terms always in the max, e.g. 'range+ k2 W2000:2' ('|'-separated); rates "
+                         "max(M, those, c X[N]) against max(M, those)")
+    ap.add_argument("--split-check", action="store_true",
+                    help="two-fold file split check of the follow-up (contextual) pick")
+    ap.add_argument("--post", default="", help="rate the --with terms (no N) under these final stages and stop: "
+                    "'g60' = gate 60; 'g30b288x0.25' = gate 30 after the burst term (h 288, f 0.25); comma-separated")
     args = ap.parse_args()
+    if args.split_check:
+        split_check(args.tags.split(","))
+        return
+    if args.post:
+        with_terms = [(t.rsplit(":", 1)[0], float(t.rsplit(":", 1)[1])) for t in args.base_terms.split("|") if t]
+        for spec in args.post.split(","):
+            k, _, b = spec[1:].partition("b")
+            burst = tuple(map(float, b.split("x"))) if b else None
+            rs = [rate(combine_multi(t, with_terms, gate_k=int(k), burst=burst)) for t in args.tags.split(",")]
+            print(f"{spec} {with_terms}: " + " || ".join(fmt(r) for r in rs), flush=True)
+        return
     if args.report:
         report(args.report)
         return
     tags = args.tags.split(",")
     t0 = time.monotonic()
-    base = {tag: rate({n: gate(MODEL[tag][n], 30) for n in NAMES}) for tag in tags}
+    with_terms = [(t.rsplit(":", 1)[0], float(t.rsplit(":", 1)[1])) for t in args.base_terms.split("|") if t]
+    base = {tag: rate(combine_multi(tag, with_terms)) for tag in tags}
     for tag in tags:
-        print(f"baseline {tag}: {fmt(base[tag])}", flush=True)
+        print(f"baseline {tag} {with_terms}: {fmt(base[tag])}", flush=True)
     for name in NOVELTY:
         if not any(o in name for o in args.only.split("|")) or (args.exact and name != args.only):
+            continue
+        if with_terms:                  # max(M, base terms, c X[N])
+            if args.alone:
+                r = rate({n: gate(excess(novelty(name)[n], n), 30) for n in NAMES})
+                print(f"[alone] {name}: {fmt(r)}", flush=True)
+            for c in map(float, args.cs.split(",")):
+                rs = {tag: rate(combine_multi(tag, with_terms + [(name, c)])) for tag in tags}
+                d = [rs[t]["standard"] - base[t]["standard"] for t in tags]
+                print(f"{name} | with c={c}: " + " || ".join(fmt(rs[t]) for t in tags)
+                      + f" | d={' '.join(f'{x:+.1f}' for x in d)}", flush=True)
             continue
         nov = novelty(name)
         if args.alone:
@@ -299,14 +464,19 @@ def model_norm(tag, n, floor=1e-3):
     return MODEL[tag][n] / np.maximum(s, floor)
 
 
-def combine_multi(tag, terms, model_scale=None):
-    """gate(max(model excess [normalised], c_i * novelty_i excess), 30); terms = [(novelty name, c_i)]."""
+def combine_multi(tag, terms, model_scale=None, gate_k=30, burst=None):
+    """gate(max(model excess [normalised], c_i * novelty_i excess), gate_k); terms = [(novelty name, c_i)].
+    burst = (h, f): before the gate, subtract f x D_{t-1}, D_t = max(2^(-1/h) D_{t-1}, s_t), the decaying max of
+    the combined score (a score counts relative to the file's recent bursts; label-free, causal, O(1) state)."""
     out = {}
     for n in NAMES:
         s = model_norm(tag, n) if model_scale == "norm" else MODEL[tag][n].copy()
         for name, c in terms:
             s = np.maximum(s, c * excess(novelty(name)[n], n))
-        out[n] = gate(s, 30)
+        if burst:
+            h, f = burst
+            s = s - f * (s - decay(s, h))        # decay(s, h) = s_t - D_{t-1}
+        out[n] = gate(s, gate_k)
     return out
 
 
@@ -326,19 +496,67 @@ def experiments_b():
                   + " | d=" + " ".join(f"{r['standard'] - base[t]:+.1f}" for r, t in zip(rs, tags)), flush=True)
 
 
+CTX, FLAT = "ctx pairs k24 b6 gt ", "flat record e0.0 f1.0 m10"
+SHIPPED = "max(M, 2·X[range+ k2 W2000])  (shipped: RangeNovelty)"
+BEST = "max(M, 2·X[range+ k2 W2000], 10·X[ctx k24 b6 gt], 25·X[flat])  **best (follow-up)**"
+NEW_VARIANTS = [
+    ("max(M, 10·X[ctx k24 b6 gt])", [(CTX, 10.0)]),
+    ("max(M, 8·X[ctx k24 b6 gt])", [(CTX, 8.0)]),
+    ("max(M, 2·X[range+ k2 W2000], 8·X[ctx k24 b6 gt])", [("range+ k2 W2000", 2.0), (CTX, 8.0)]),
+    ("max(M, 2·X[range+ k2 W2000], 10·X[ctx k24 b6 gt])", [("range+ k2 W2000", 2.0), (CTX, 10.0)]),
+    ("max(M, 2·X[range+ k2 W2000], 12·X[ctx k24 b6 gt])", [("range+ k2 W2000", 2.0), (CTX, 12.0)]),
+    ("max(M, 2·X[range+ k2 W2000], 14·X[ctx k8 b8 frac])", [("range+ k2 W2000", 2.0), ("ctx pairs k8 b8", 14.0)]),
+    ("max(M, 25·X[flat])", [(FLAT, 25.0)]),
+    ("max(M, 2·X[range+ k2 W2000], 25·X[flat])", [("range+ k2 W2000", 2.0), (FLAT, 25.0)]),
+    (BEST, [("range+ k2 W2000", 2.0), (CTX, 10.0), (FLAT, 25.0)]),
+    ("the same, flat f1.2", [("range+ k2 W2000", 2.0), (CTX, 10.0), ("flat record e0.0 f1.2 m10", 25.0)]),
+    ("the same (f1.0), gate 60 instead of 30", [("range+ k2 W2000", 2.0), (CTX, 10.0), (FLAT, 25.0)], 60),
+    ("the same, burst stage h 288 f 0.25", [("range+ k2 W2000", 2.0), (CTX, 10.0), (FLAT, 25.0)], 30, (288, 0.25)),
+]
 REPORT_VARIANTS = [
-    ("shipped: gate(M, 30)", []),
-    ("max(M, 2·X[range+ k2 W2000], 2·X[range+ k1 all])  **best**",
+    ("model only: gate(M, 30)", []),
+    ("max(M, 2·X[range+ k2 W2000], 2·X[range+ k1 all])  (session 7 best)",
      [("range+ k2 W2000", 2.0), ("range+ k1 all", 2.0)]),
     ("max(M, 2·X[range+ k2 W2000], 2·X[range+ k1 W2000])", [("range+ k2 W2000", 2.0), ("range+ k1 W2000", 2.0)]),
-    ("max(M, 2·X[range+ k2 W2000])", [("range+ k2 W2000", 2.0)]),
+    (SHIPPED, [("range+ k2 W2000", 2.0)]),
     ("max(M, 2·X[range+ k5 W2000])", [("range+ k5 W2000", 2.0)]),
     ("max(M, 2·X[range+ k1 all])", [("range+ k1 all", 2.0)]),
     ("max(M, 2·X[range+ k2 W2000], 4·X[levelz s30 W2000])", [("range+ k2 W2000", 2.0), ("levelz s30 W2000", 4.0)]),
     ("max(M, 2·X[hist b4 all])", [("hist b4 all", 2.0)]),
     ("max(M, 4·X[diffz s50 W2000])", [("diffz s50 W2000", 4.0)]),
 ]
-ALONE = ["range+ k1 all", "range+ k1 W2000", "range+ k2 W2000", "hist b4 all", "levelz s3 W2000", "diffz s20 W2000"]
+ALONE = ["range+ k1 all", "range+ k1 W2000", "range+ k2 W2000", "hist b4 all", "levelz s3 W2000", "diffz s20 W2000",
+         CTX, "ctx pairs k8 b8", "ctx seq new k3 b8 s5", FLAT]
+
+
+def rate_subset(scores, names):
+    """standard NAB score over a subset of the files (its own corpus-wide threshold)."""
+    sub = {n: scores[n] for n in names}
+    return M.optimise_nab_threshold({n: STAMPS[n] for n in names}, sub, {n: WINDOWS[n] for n in names},
+                                    "standard").score
+
+
+def split_check(tags=("seed0", "seed1")):
+    """Two-fold check of the follow-up (contextual) search: the files split in two halves (alternate files
+    within each category); the (b, k, c) of max(M, 2 X[range+ k2 W2000], c X[ctx kK bB gt], 25 X[flat]) is
+    picked on one half and rated on the other, against the shipped max(M, 2 X[range+ k2 W2000]) there."""
+    cats = {}
+    for n in NAMES:
+        cats.setdefault(n.split("/")[0], []).append(n)
+    halves = [[n for ns in cats.values() for n in ns[i::2]] for i in (0, 1)]
+    grid = [(b, k, c) for b in (5, 6, 7) for k in (8, 16, 24, 32) for c in (6.0, 8.0, 10.0, 12.0)]
+    for t in tags:
+        shipped = combine_multi(t, [("range+ k2 W2000", 2.0)])
+        full = {g: combine_multi(t, [("range+ k2 W2000", 2.0), (f"ctx pairs k{g[1]} b{g[0]} gt ", g[2]), (FLAT, 25.0)])
+                for g in grid}
+        for pick, held in ((0, 1), (1, 0)):
+            on_pick = {g: rate_subset(s, halves[pick]) for g, s in full.items()}
+            g = max(on_pick, key=on_pick.get)
+            print(f"{t}: picked on half {pick} b{g[0]} k{g[1]} c{g[2]:g} ({on_pick[g]:.1f} there, shipped "
+                  f"{rate_subset(shipped, halves[pick]):.1f}); held-out half {held}: "
+                  f"{rate_subset(full[g], halves[held]):.1f} vs shipped {rate_subset(shipped, halves[held]):.1f}; "
+                  f"grid median there {np.median([rate_subset(s, halves[held]) for s in full.values()]):.1f}",
+                  flush=True)
 
 
 def report(path):
@@ -358,16 +576,30 @@ def report(path):
          "* `hist b4 all`: -log((#past values in x_t's bin + 1)/(t + 1)), bins of width IQR(warm-up)/4.",
          "* `levelz s{s} W{W}`: |z| of the s-row trailing mean of the values vs mean/std of past trailing means "
          "over W rows (windowed Gaussian / anomaly-likelihood statistic).",
-         "* `diffz s{s} W{W}`: the same z on |v_t - v_{t-1}| (spike density / roughness).", "",
+         "* `diffz s{s} W{W}`: the same z on |v_t - v_{t-1}| (spike density / roughness).",
+         "* `ctx k{k} b{b} gt` (follow-up, CAD-OSE-like): symbols = b uniform bins over the warm-up's [min, max) "
+         "plus one edge bin each side (the warm-up maximum falls in the upper one); facts of row t = "
+         "(d, symbol_{t-d}, symbol_t), d = 1..k, counted per lag since row 0; N_t = mean over d of "
+         "1[fact never seen] x -log((n1_d + 1)/(t + 1)), n1_d = facts of lag d seen exactly once (Good-Turing "
+         "probability of a new fact). `ctx k8 b8 frac`: the fraction of new facts.",
+         "* `ctx seq new k3 b8 s5`: 1 if the 3-gram of bins never occurred before, trailing mean over 5 rows.",
+         "* `flat` = `flat record e0.0 f1.0 m10` (follow-up, absence of activity): r_t = run of equal consecutive "
+         "values; N_t = 1 at the row where r_t first exceeds max(the longest earlier run, 10), else 0.",
+         "* gate 60: the final gate over 60 rows instead of 30; burst stage: the combined score minus 0.25 x its "
+         "decaying max (half-life 288 rows) before the gate.", "",
          "Columns: standard / low FP / low FN profile scores; det = windows with a row above the standard "
          "threshold (of those with scored rows), fp = false-positive rows at that threshold.", ""]
     head = "| variant | " + " | ".join(f"{t} std | {t} lowFP | {t} lowFN | {t} det / fp" for t in tags) + " |"
     L += [head, "|" + "---|" * (1 + 4 * len(tags))]
     kept = {}
-    for label, terms in REPORT_VARIANTS:
+    follow_up = [("**Follow-up: contextual novelty, flat record**", None)]
+    for label, terms, *post in REPORT_VARIANTS + follow_up + NEW_VARIANTS:
+        if terms is None:
+            L.append(f"| {label} |" + " |" * (4 * len(tags)))
+            continue
         cells = []
         for t in tags:
-            sc = combine_multi(t, terms)
+            sc = combine_multi(t, terms, gate_k=post[0] if post else 30, burst=post[1] if len(post) > 1 else None)
             r = rate(sc)
             kept[(label, t)] = sc
             cells.append(f"{r['standard']:.1f} | {r['reward_low_FP_rate']:.1f} | {r['reward_low_FN_rate']:.1f} | "
@@ -381,18 +613,28 @@ def report(path):
         L.append(f"| {name} | {r['standard']:.1f} | {r['reward_low_FP_rate']:.1f} | {r['reward_low_FN_rate']:.1f} | "
                  f"{r['det']}/{r['counted']} / {r['fp']} |")
         print(L[-1], flush=True)
-    L += ["", "Weight neighbourhood of the best variant (standard score, seed0 / seed1 / mean):", "",
+    L += ["", "Weight neighbourhood of the session 7 best (standard score, seed0 / seed1 / mean):", "",
           "| c (range+ k2 W2000) | c (range+ k1 all) | seed0 | seed1 | mean |", "|---|---|---|---|---|"]
     for c1 in (1.0, 2.0, 3.0):
         for c2 in (1.0, 2.0, 3.0, 4.0):
             v = [rate(combine_multi(t, [("range+ k2 W2000", c1), ("range+ k1 all", c2)]))["standard"] for t in tags]
             L.append(f"| {c1} | {c2} | " + " | ".join(f"{x:.1f}" for x in v) + " |")
-    best = REPORT_VARIANTS[1][0]
-    L += ["", "Per-file change of the best variant against the shipped recipe (each at its own standard "
-          "threshold; files whose raw NAB score changes by > 0.05):", "", "```"]
-    for t in tags:
-        L.append(detail(t, kept[(REPORT_VARIANTS[0][0], t)], kept[(best, t)]))
-    L += ["```", "", f"Report run time {time.monotonic() - t0:.0f} s.", ""]
+    L += ["", "Neighbourhood of the follow-up best, max(M, 2·X[range+ k2 W2000], c·X[ctx k{k} b{b} gt], 25·X[flat]) "
+          "(standard score, seed0 / seed1 / mean):", "", "| b | k | c | seed0 | seed1 | mean |",
+          "|---|---|---|---|---|---|"]
+    for b in (5, 6, 7):
+        for k in (16, 24, 32):
+            for c in (8.0, 10.0, 12.0):
+                terms = [("range+ k2 W2000", 2.0), (f"ctx pairs k{k} b{b} gt ", c), (FLAT, 25.0)]
+                v = [rate(combine_multi(t, terms))["standard"] for t in tags]
+                L.append(f"| {b} | {k} | {c:g} | " + " | ".join(f"{x:.1f}" for x in v) + " |")
+    for old, new in (("model only: gate(M, 30)", REPORT_VARIANTS[1][0]), (SHIPPED, BEST)):
+        L += ["", f"Per-file change of `{new}` against `{old}` (each at its own standard "
+              "threshold; files whose raw NAB score changes by > 0.05):", "", "```"]
+        for t in tags:
+            L.append(detail(t, kept[(old, t)], kept[(new, t)]))
+        L += ["```"]
+    L += ["", f"Report run time {time.monotonic() - t0:.0f} s.", ""]
     Path(path).write_text("\n".join(L))
 
 
