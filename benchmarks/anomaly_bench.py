@@ -9,7 +9,10 @@
   excess over the 0.995 quantile of the last `--nab-baseline` steps and over the same time of day on the last
   `--nab-season-days` days, one alert per rise (`--nab-gate`), chosen in benchmarks/nab_postprocess.py (on NAB
   itself: NAB has no held-out part), raised where the values leave the range they kept (`--nab-range-weight`
-  times the range novelty's excess; 0 turns it off; chosen in the same way, results/anomaly.md);
+  times the range novelty's excess), where a value is new after the values before it (`--nab-context-weight`
+  times the context novelty's excess) and where a run of equal values outlasts every earlier one
+  (`--nab-flat-weight`); 0 turns a term off; all chosen in the same way (benchmarks/nab_novelty.py,
+  results/anomaly.md);
   `--nab-baseline 0 --nab-adaptive W` gives the earlier z-score. NAB's
   optimiser picks one corpus-wide threshold for each profile.
   Baselines: NAB's windowed Gaussian and random detector (seeds 0-4), through the same scorer.
@@ -130,6 +133,8 @@ def run_nab(args, work: Path) -> dict:
                                                   season_days=args.nab_season_days if args.nab_baseline else 0,
                                                   gate=args.nab_gate, time_of_day=args.nab_time_of_day,
                                                   range_weight=args.nab_range_weight if args.nab_baseline else 0,
+                                                  context_weight=args.nab_context_weight if args.nab_baseline else 0,
+                                                  flat_weight=args.nab_flat_weight if args.nab_baseline else 0,
                                                   calibration_fraction=CALIBRATION, threshold_quantile=QUANTILE),
             model_cfg=model_cfg, train_cfg=train_cfg, device=args.device, show_progress=False)
         model = load_anomaly_run(run, args.device)
@@ -188,7 +193,8 @@ def markdown(results: dict, args) -> str:
              f"batch {args.batch_size}, {args.steps} steps (NAB: {args.nab_steps}), lr {args.lr}, smoothing "
              f"{args.smooth} (NAB {args.nab_smooth}, adaptive window {args.nab_adaptive}, baseline window "
              f"{args.nab_baseline}, season days {args.nab_season_days}, gate {args.nab_gate}, "
-             f"range weight {args.nab_range_weight}"
+             f"range weight {args.nab_range_weight}, context weight {args.nab_context_weight}, flat weight "
+             f"{args.nab_flat_weight}"
              f"{', time of day as input' if args.nab_time_of_day else ''}), seed {args.seed}.", ""]
     for dataset in ("smd", "asd"):
         if dataset not in results:
@@ -251,6 +257,10 @@ def main() -> None:
     ap.add_argument("--nab-gate", type=int, default=30)
     ap.add_argument("--nab-range-weight", type=float, default=2.0,
                     help="NAB: weight of the values' range novelty beside the model's score (0: off)")
+    ap.add_argument("--nab-context-weight", type=float, default=10.0,
+                    help="NAB: weight of the values' context novelty beside the model's score (0: off)")
+    ap.add_argument("--nab-flat-weight", type=float, default=25.0,
+                    help="NAB: weight of the flat-run record beside the model's score (0: off)")
     ap.add_argument("--nab-time-of-day", action="store_true", help="NAB: the model also reads the time of day")
     ap.add_argument("--stream-steps", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=0)

@@ -287,11 +287,20 @@ def anomaly_fit(
     season_period: int = typer.Option(0, help="steps per day (0: from the training timestamps)"),
     gate: int = typer.Option(0, help="> 0: one alert per rise: a step keeps its score only when it is above all "
                              "of the previous this-many steps' (streams such as NAB: --baseline-window 2000 "
-                             "--season-days 5 --gate 30 --range-weight 2)"),
+                             "--season-days 5 --gate 30 --range-weight 2 --context-weight 10 --flat-weight 25)"),
     range_weight: float = typer.Option(0.0, help="> 0 (with --baseline-window): a step scores at least this times "
                                        "how far its values leave the range they kept, beyond that novelty's own "
                                        "baseline (NAB: 2)"),
     range_steps: int = typer.Option(2, help="... the range novelty of the mean of this many trailing values"),
+    context_weight: float = typer.Option(0.0, help="> 0 (with --baseline-window): a step scores at least this times "
+                                         "how new its value is after the values before it (bins of the value "
+                                         "now and up to --context-lags steps back never seen together), beyond "
+                                         "that novelty's own baseline (NAB: 10)"),
+    context_lags: int = typer.Option(24, help="... pairs of the value now and the value 1 .. this many steps back"),
+    context_bins: int = typer.Option(6, help="... value bins over the first steps' range (plus two edge bins)"),
+    flat_weight: float = typer.Option(0.0, help="> 0 (with --baseline-window): a step scores at least this much "
+                                      "where a run of equal values first outlasts every earlier run (and 10 "
+                                      "steps): a stalled signal (NAB: 25)"),
     merge_gap: int = typer.Option(0, help="flagged runs at most this many steps apart form one event"),
     time_of_day: bool = typer.Option(False, help="the model also reads the time of day (needs datetime "
                                      "timestamps): daily patterns become predictable, so a missing or shifted "
@@ -323,7 +332,9 @@ def anomaly_fit(
                                adaptive_window=adaptive_window, baseline_window=baseline_window,
                                baseline_quantile=baseline_quantile, season_days=season_days,
                                season_slack=season_slack, season_period=season_period, gate=gate,
-                               range_weight=range_weight, range_steps=range_steps, time_of_day=time_of_day,
+                               range_weight=range_weight, range_steps=range_steps, context_weight=context_weight,
+                               context_lags=context_lags, context_bins=context_bins, flat_weight=flat_weight,
+                               time_of_day=time_of_day,
                                columns=_column_list(columns), timestamp=none(timestamp), label=none(label),
                                order=order)
     if eval_every < 0:

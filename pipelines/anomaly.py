@@ -15,7 +15,10 @@ likelihood, Ahmad et al. 2017): for drifting streams with no separate training f
 high when it starts and fades as it becomes the new normal. With `baseline_window` W > 0 it is instead the
 excess over a high quantile of the last W steps' scores, raised to the day-before scores at the same time of
 day (`season_days`), and `gate` keeps one alert per rise (`ScoreSmoother`; on NAB this beat the z-score, see
-benchmarks/results/anomaly.md). A step is flagged when score > threshold;
+benchmarks/results/anomaly.md). Beside the model, three novelties of the values themselves can raise the score
+(each as the excess over its own baseline, times a weight): how far they leave their range (`RangeNovelty`), how
+new a value is after the values before it (`ContextNovelty`) and a run of equal values longer than any before
+(`FlatRunNovelty`). A step is flagged when score > threshold;
 flagged runs (merged across gaps of at most `merge_gap` steps) are events. The scorer carries the model's
 recurrent state (conv + SSM), the last step's logits and the smoothing window between calls: O(1) memory
 per step, and any cut of the series into chunks gives the same scores as one pass.
@@ -82,7 +85,12 @@ class AnomalySettings:
     season_period: int = 0  # steps per day: set by fit from the training timestamps when season_days > 0
     range_weight: float = 0.0  # > 0: the score is at least this times the values' range novelty's excess (RangeNovelty)
     range_steps: int = 2  # ... the novelty of the mean of this many trailing values
-    range_warmup: int = 750  # ... 0 for this many steps of a stream (fit caps it at the fitted part's length)
+    range_warmup: int = 750  # ... 0 for this many steps of a stream (fit caps it at the fitted part's length); the
+    # context and flat novelties share this warm-up
+    context_weight: float = 0.0  # > 0: ... and at least this times the values' context novelty's excess (ContextNovelty)
+    context_lags: int = 24  # ... the facts (value bin d steps back, value bin now) for d = 1..context_lags
+    context_bins: int = 6  # ... bins over the warm-up's range, plus one edge bin each side
+    flat_weight: float = 0.0  # > 0: ... and at least this times the flat-run record's excess (FlatRunNovelty)
     gate: int = 0  # > 0: a step keeps its score only above all of the previous `gate` steps' (one alert per rise)
     time_of_day: bool = False  # the model also reads the time of day (from datetime timestamps) as an input channel
     merge_gap: int = 0  # flagged runs at most this many steps apart form one event
@@ -113,9 +121,11 @@ class AnomalySettings:
             raise AnomalyError("season_days raises the baseline: it needs baseline_window > 0")
         if self.range_weight < 0 or self.range_steps < 1 or self.range_warmup < 1:
             raise AnomalyError("range_weight must be >= 0, range_steps and range_warmup >= 1")
-        if self.range_weight and not self.baseline_window:
-            raise AnomalyError("range_weight compares the range novelty to its own baseline: it needs "
-                               "baseline_window > 0")
+        if self.context_weight < 0 or self.flat_weight < 0 or self.context_lags < 1 or self.context_bins < 1:
+            raise AnomalyError("context_weight and flat_weight must be >= 0, context_lags and context_bins >= 1")
+        if (self.range_weight or self.context_weight or self.flat_weight) and not self.baseline_window:
+            raise AnomalyError("range_weight, context_weight and flat_weight compare a novelty to its own baseline: "
+                               "they need baseline_window > 0")
         if not (0 < self.baseline_quantile <= 1):
             raise AnomalyError(f"baseline_quantile must be in (0, 1], got {self.baseline_quantile}")
 
@@ -244,7 +254,8 @@ def fit(train_paths: list[str | Path], out: str | Path, *, settings: AnomalySett
     parts, cal_starts = _split_parts(series, settings)
     if settings.season_days and not settings.season_period:
         settings = replace(settings, season_period=steps_per_day(series[0]))
-    if settings.range_weight:  # the novelty starts once a stream is as long as the shortest fitted part
+    if settings.range_weight or settings.context_weight or settings.flat_weight:
+        # the novelties start once a stream is as long as the shortest fitted part
         settings = replace(settings, range_warmup=min(settings.range_warmup, min(len(p) for p in parts)))
     stamps = [None if s.timestamps is None else s.timestamps[:len(p)] for s, p in zip(series, parts)]
     inputs = [model_inputs(p, t, settings.time_of_day, s.name) for p, t, s in zip(parts, stamps, series)]
@@ -427,6 +438,113 @@ class RangeNovelty:
         return max(finite) if finite and self.seen > self.warmup else 0.0
 
 
+class _ChannelContext:
+    """One channel of ContextNovelty: the warm-up's values (until the bins are set), the last `lags` symbols, and
+    per lag the counts of every (earlier symbol, symbol) fact and how many facts were seen exactly once."""
+
+    def __init__(self, lags: int, bins: int):
+        self.bins, self.edges = bins, None
+        self.pending: list[float] = []  # the values before the bins are set
+        size = bins + 4  # bins, two edge bins, missing, and the padding before the stream's first step
+        self.symbols: deque = deque([bins + 3] * lags, maxlen=lags)  # symbols[-d]: d steps back
+        self.counts = [[[0] * size for _ in range(size)] for _ in range(lags)]
+        self.singles = [0] * lags
+        self.count = 0
+
+    def set_bins(self) -> None:
+        """Bins uniform over the warm-up's [min, max] (missing values left out), then the warm-up replayed."""
+        seen = [v for v in self.pending if not math.isnan(v)]
+        lo, hi = (min(seen), max(seen)) if seen else (0.0, 0.0)
+        self.edges = (lo, max(hi - lo, 1e-9 * max(abs(lo), abs(hi), 1.0)) / self.bins)
+        pending, self.pending = self.pending, []
+        for value in pending:
+            self.step(value)
+
+    def symbol(self, value: float) -> int:
+        if math.isnan(value):
+            return self.bins + 2
+        lo, width = self.edges
+        return int(min(max(math.floor((value - lo) / width), -1), self.bins)) + 1
+
+    def step(self, value: float) -> float:
+        """The value's novelty (NaN when it is missing), then count its facts."""
+        if self.edges is None:
+            self.pending.append(value)
+            return 0.0
+        now = self.symbol(value)
+        surprise = 0.0
+        for d, counts in enumerate(self.counts):
+            row = counts[self.symbols[-1 - d]]
+            seen = row[now]
+            if seen == 0:  # a new fact scores -log of the Good-Turing probability of one: (singletons + 1) / steps
+                surprise += -math.log((self.singles[d] + 1.0) / (self.count + 1.0))
+                self.singles[d] += 1
+            elif seen == 1:
+                self.singles[d] -= 1
+            row[now] = seen + 1
+        self.symbols.append(now)
+        self.count += 1
+        return math.nan if math.isnan(value) else surprise / len(self.counts)
+
+
+class ContextNovelty:
+    """How new the present value is in the context of the values before it, one step at a time: a value seen
+    often, but never after the values that precede it now (a shape the stream never made) (in the spirit of
+    Numenta's CAD-OSE detector).
+
+    Per channel, each value becomes a symbol: one of `bins` bins uniform over the range of the first `warmup`
+    values, or an edge bin below or above it (or "missing"). The facts of step t are (d, symbol_{t-d}, symbol_t)
+    for d = 1..lags, counted since the stream's first step. A fact never seen before scores -log((n1 + 1) / (t +
+    1)), n1 the facts of its lag seen exactly once (the Good-Turing estimate of how likely any new fact still is:
+    a new one weighs more once the stream stops making them); the channel's novelty is the mean over the lags.
+    The step's novelty is the largest over the channels, 0 in the first `warmup` steps (the bins are set from
+    them, then they are counted) and where every value is missing. Memory O(lags * bins^2) per channel."""
+
+    def __init__(self, lags: int = 24, bins: int = 6, warmup: int = 750):
+        self.lags, self.bins, self.warmup = lags, bins, warmup
+        self.channels: list[_ChannelContext] = []
+        self.seen = 0
+
+    def step(self, row) -> float:
+        if not self.channels:
+            self.channels = [_ChannelContext(self.lags, self.bins) for _ in row]
+        scores = [c.step(v) for c, v in zip(self.channels, row)]
+        self.seen += 1
+        if self.seen == self.warmup:
+            for c in self.channels:
+                c.set_bins()
+        finite = [e for e in scores if not math.isnan(e)]
+        return max(finite) if finite and self.seen > self.warmup else 0.0
+
+
+class FlatRunNovelty:
+    """Absence of activity: 1.0 at the step where a run of equal consecutive values (per channel) first grows
+    longer than every run the channel made before it and than `min_run` steps, else 0.0; 0 in the first `warmup`
+    steps (their runs count as earlier runs). A missing value ends a run. O(1) memory per channel."""
+
+    def __init__(self, min_run: int = 10, warmup: int = 750):
+        self.min_run, self.warmup = min_run, warmup
+        self.last: list[float] = []
+        self.run: list[int] = []  # the current run's length in steps (0: the last value differs from the one before)
+        self.longest: list[int] = []  # the longest run that ended before the current one
+        self.seen = 0
+
+    def step(self, row) -> float:
+        if not self.last:
+            self.last, self.run, self.longest = [math.nan] * len(row), [0] * len(row), [0] * len(row)
+        fired = False
+        for i, value in enumerate(row):
+            if value == self.last[i]:
+                self.run[i] += 1
+                fired |= self.run[i] == max(self.longest[i], self.min_run) + 1
+            else:
+                self.longest[i] = max(self.longest[i], self.run[i])
+                self.run[i] = 0
+            self.last[i] = value
+        self.seen += 1
+        return 1.0 if fired and self.seen > self.warmup else 0.0
+
+
 class ScoreSmoother:
     """Per-step score -> final score, one step at a time (so any cut of a stream into chunks gives the same scores),
     in up to three stages:
@@ -440,20 +558,22 @@ class ScoreSmoother:
        at the same hour then stop raising alerts. With `range_weight` w > 0 the step then scores at least
        w * (r_t - Q'), r_t the values' `RangeNovelty` and Q' the same quantile of r over the W steps before t: a
        value far outside the range the stream has kept raises an alert even where the model is not surprised
-       (+1.7 on NAB, benchmarks/results/anomaly.md).
+       (+1.7 on NAB, benchmarks/results/anomaly.md). `context_weight` and `flat_weight` add `ContextNovelty` and
+       `FlatRunNovelty` the same way, each against its own baseline.
     3. `gate` K > 0: one alert per rise. A step keeps its value only when it is above all of the previous K
        values of stage 2; otherwise it scores min(value, 0).
 
-    Memory: O(smooth + W + season_days * season_period + K), whatever the stream length."""
+    Memory: O(smooth + W + season_days * season_period + K) plus the novelties', whatever the stream length."""
 
     def __init__(self, smooth: int = 1, adaptive_window: int = 0, baseline_window: int = 0,
                  baseline_quantile: float = 0.995, season_days: int = 0, season_period: int = 0,
                  season_slack: int = 6, gate: int = 0, range_weight: float = 0.0, range_steps: int = 2,
-                 range_warmup: int = 750):
+                 range_warmup: int = 750, context_weight: float = 0.0, context_lags: int = 24,
+                 context_bins: int = 6, flat_weight: float = 0.0):
         if adaptive_window and baseline_window:
             raise AnomalyError("adaptive_window and baseline_window are two ways to normalise: choose one")
-        if range_weight and not baseline_window:
-            raise AnomalyError("range_weight needs baseline_window > 0")
+        if (range_weight or context_weight or flat_weight) and not baseline_window:
+            raise AnomalyError("range_weight, context_weight and flat_weight need baseline_window > 0")
         self.window: deque = deque(maxlen=smooth)
         self.history: deque = deque()
         self.adaptive_window, self.history_sum, self.history_sq = adaptive_window, 0.0, 0.0
@@ -474,9 +594,11 @@ class ScoreSmoother:
         self.recent: deque = deque(maxlen=2 * season_slack + 1)  # m_{t - 2 slack} .. m_t
         self.slack = season_slack
         self.baseline = WindowQuantiles(baseline_window)  # the last baseline_window means
-        self.range_weight = range_weight
-        self.novelty = RangeNovelty(range_steps, baseline_window, range_warmup) if range_weight else None
-        self.novelty_baseline = WindowQuantiles(baseline_window)
+        # (weight, novelty, the baseline of its last baseline_window values) of each novelty term in use
+        terms = [(range_weight, lambda: RangeNovelty(range_steps, baseline_window, range_warmup)),
+                 (context_weight, lambda: ContextNovelty(context_lags, context_bins, range_warmup)),
+                 (flat_weight, lambda: FlatRunNovelty(warmup=range_warmup))]
+        self.novelties = [(w, make(), WindowQuantiles(baseline_window)) for w, make in terms if w]
         self.gated: deque = deque(maxlen=max(gate, 1))
         self.gate = gate
 
@@ -484,15 +606,16 @@ class ScoreSmoother:
     def from_settings(cls, settings: "AnomalySettings") -> "ScoreSmoother":
         return cls(settings.smooth, settings.adaptive_window, settings.baseline_window, settings.baseline_quantile,
                    settings.season_days, settings.season_period, settings.season_slack, settings.gate,
-                   settings.range_weight, settings.range_steps, settings.range_warmup)
+                   settings.range_weight, settings.range_steps, settings.range_warmup, settings.context_weight,
+                   settings.context_lags, settings.context_bins, settings.flat_weight)
 
     def update(self, raw: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-        """raw (T,) per-step scores -> (T,) final scores; `values` (T, C), NaN where missing, feed the range
-        novelty (needed when range_weight > 0)."""
+        """raw (T,) per-step scores -> (T,) final scores; `values` (T, C), NaN where missing, feed the novelties
+        (needed when one of their weights is > 0)."""
         raw = np.asarray(raw, dtype=np.float64)
-        if self.novelty is not None:
+        if self.novelties:
             if values is None or len(values) != len(raw):
-                raise AnomalyError("range_weight > 0: the smoother needs the values of every scored step")
+                raise AnomalyError("a novelty weight > 0: the smoother needs the values of every scored step")
             rows = np.asarray(values, dtype=np.float64).reshape(len(raw), -1).tolist()
         score = []
         for i, v in enumerate(raw.tolist()):  # Python floats: cheaper one at a time
@@ -504,11 +627,10 @@ class ScoreSmoother:
                 value = self._z(value)
             elif self.baseline_window:
                 value = self._excess(value)
-                if self.novelty is not None:
-                    novelty = self.novelty.step(rows[i])
-                    value = max(value, self.range_weight * (novelty - self.novelty_baseline.quantile(
-                        self.baseline_quantile)))
-                    self.novelty_baseline.add(novelty)
+                for weight, novelty, baseline in self.novelties:
+                    n = novelty.step(rows[i])
+                    value = max(value, weight * (n - baseline.quantile(self.baseline_quantile)))
+                    baseline.add(n)
             if self.gate:
                 keep = not self.gated or value > max(self.gated)
                 self.gated.append(value)

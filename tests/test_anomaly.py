@@ -17,7 +17,8 @@ from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.series import Series, SeriesError, read_nab, read_series, read_train_test, stream_rows
 import torch
 
-from mambaseq.pipelines.anomaly import (AnomalyError, AnomalySettings, RangeNovelty, ScoreSmoother, StreamScorer,
+from mambaseq.pipelines.anomaly import (AnomalyError, AnomalySettings, ContextNovelty, FlatRunNovelty,
+                                        RangeNovelty, ScoreSmoother, StreamScorer,
                                         channel_logits, day_fraction, events_from_flags, fit, heldout_bits,
                                         load_anomaly_run, ranked_probability_score, score_files, score_stream,
                                         step_terms, steps_per_day)
@@ -375,6 +376,79 @@ def test_range_novelty_matches_a_plain_reference_and_leaves_the_model_score_alon
             AnomalySettings(**bad)
 
 
+def context_reference(values, lags, bins, warmup):
+    """ContextNovelty written plainly: bins from the warm-up, every past step's facts recounted at each step."""
+    out = np.zeros(len(values))
+    per_channel = np.full((len(values), values.shape[1]), np.nan)
+    for c, v in enumerate(values.T):
+        seen = v[:warmup][~np.isnan(v[:warmup])]
+        lo, hi = (seen.min(), seen.max()) if len(seen) else (0.0, 0.0)
+        width = max(hi - lo, 1e-9 * max(abs(lo), abs(hi), 1.0)) / bins
+        sym = [bins + 2 if np.isnan(x) else int(np.clip(np.floor((x - lo) / width), -1, bins)) + 1 for x in v]
+        fact = lambda s, d: (sym[s - d] if s >= d else "pad", sym[s])  # noqa: E731
+        for t in range(len(v)):
+            total = 0.0
+            for d in range(1, lags + 1):
+                past = [fact(s, d) for s in range(t)]
+                if fact(t, d) not in past:
+                    singles = sum(past.count(f) == 1 for f in set(past))
+                    total += -np.log((singles + 1) / (t + 1))
+            per_channel[t, c] = np.nan if np.isnan(v[t]) else total / lags
+    for t in range(warmup, len(values)):
+        finite = per_channel[t][~np.isnan(per_channel[t])]
+        out[t] = finite.max() if len(finite) else 0.0
+    return out
+
+
+def flat_reference(values, min_run, warmup):
+    """FlatRunNovelty written plainly: run lengths of equal consecutive values, records over all earlier runs."""
+    out = np.zeros(len(values))
+    for v in values.T:
+        run = np.zeros(len(v), int)
+        for t in range(1, len(v)):
+            run[t] = run[t - 1] + 1 if v[t] == v[t - 1] else 0
+        for t in range(warmup, len(v)):
+            earlier = run[:t - run[t] + 1].max()  # the runs that ended before the current one began
+            out[t] = max(out[t], float(run[t] == max(earlier, min_run) + 1))
+    return out
+
+
+def test_context_and_flat_novelties_match_plain_references_and_join_the_score():
+    rng = np.random.default_rng(5)
+    t = np.arange(240)
+    values = np.column_stack([np.sin(t / 5.0) + 0.05 * rng.normal(size=240), np.round(rng.normal(size=240), 1)])
+    values[150, 0] = -values[150, 0]  # a familiar value (the crest) right after the trough: never seen
+    values[60:75, 1] = 0.3  # a 14-step flat run in the warm-up: the record to beat
+    values[180:200, 1] = 0.7  # a 19-step run after it
+    values[100:104, 0] = np.nan  # missing values: their own symbol, no novelty of their own
+    context = ContextNovelty(lags=5, bins=4, warmup=80)
+    got = np.array([context.step(row) for row in values.tolist()])
+    np.testing.assert_allclose(got, context_reference(values, 5, 4, 80), rtol=1e-12, atol=1e-12)
+    assert (got[:80] == 0).all() and got[150] > 2 * np.median(got[80:150])
+    flat = FlatRunNovelty(min_run=10, warmup=80)
+    fired = np.array([flat.step(row) for row in values.tolist()])
+    np.testing.assert_array_equal(fired, flat_reference(values, 10, 80))
+    assert fired.nonzero()[0].tolist() == [180 + 15]  # the step the run first outlasts the 14-step record (+1)
+
+    raw = rng.gamma(1.0, size=len(values))
+    base = dict(baseline_window=50, baseline_quantile=0.9, gate=5)
+    smoother = ScoreSmoother(**base, range_warmup=80, context_weight=3.0, context_lags=5, context_bins=4,
+                             flat_weight=25.0)
+    chunked = np.concatenate([smoother.update(raw[a:a + 23], values[a:a + 23]) for a in range(0, len(raw), 23)])
+    own_excess = lambda n: ScoreSmoother(baseline_window=50, baseline_quantile=0.9).update(n)  # noqa: E731
+    ungated = np.maximum.reduce([ScoreSmoother(**dict(base, gate=0)).update(raw), 3.0 * own_excess(got),
+                                 25.0 * own_excess(fired)])
+    np.testing.assert_allclose(chunked, gate_reference(ungated, 5), atol=1e-12)
+    assert chunked[195] >= 25 > ScoreSmoother(**base).update(raw)[195]  # the flat record alone raises an alert
+    for bad in (dict(context_weight=1.0), dict(baseline_window=10, flat_weight=-1.0),
+                dict(baseline_window=10, context_weight=1.0, context_lags=0),
+                dict(baseline_window=10, context_weight=1.0, context_bins=0)):
+        with pytest.raises(AnomalyError):
+            AnomalySettings(**bad)
+    with pytest.raises(AnomalyError, match="values"):
+        ScoreSmoother(baseline_window=10, flat_weight=1.0).update(raw)
+
+
 def test_steps_per_day_from_timestamps():
     stamps = np.datetime64("2024-01-01T00:00") + np.arange(10) * np.timedelta64(5, "m")
     assert steps_per_day(Series("s", np.zeros((10, 1)), ["v"], stamps)) == 288
@@ -460,21 +534,25 @@ def test_constant_series_is_defined(tmp_path):
 
 def test_fit_on_nab_probationary_part(tmp_path):
     """NAB style: fit on the first 15% of the bundled nyc_taxi file (30-minute steps), score the whole file with
-    the stream post-processing; the steps per day come from the timestamps."""
-    settings = AnomalySettings(fit_fraction=0.15, baseline_window=2000, season_days=5, gate=30)
+    the stream post-processing and the three value novelties (anomaly_bench.py's NAB recipe); the steps per day
+    come from the timestamps."""
+    settings = AnomalySettings(fit_fraction=0.15, baseline_window=2000, season_days=5, gate=30, range_weight=2,
+                               context_weight=10, flat_weight=25)
     summary = fit([ASD / "nyc_taxi.csv"], tmp_path / "run", settings=settings, model_cfg=TINY,
                   train_cfg=QUICK, device="cpu", show_progress=False)
     assert summary["seq_len"] == 128
     run = load_anomaly_run(tmp_path / "run", device="cpu")
     assert run.settings.season_period == 48 and run.settings.gate == 30
+    assert (run.settings.context_weight, run.settings.flat_weight, run.settings.range_warmup) == (10, 25, 750)
     scored = score_files(tmp_path / "run", [ASD / "nyc_taxi.csv"], tmp_path / "out", plot=False, device="cpu",
                          show_progress=False)
     frame = pl.read_parquet(tmp_path / "out" / "nyc_taxi.scores.parquet")
     assert frame.height == 10320 and frame["timestamp"].dtype.is_temporal()
     assert scored[0]["steps"] == 10320
     raw = frame["rps"].to_numpy()
-    np.testing.assert_allclose(frame["score"].to_numpy(), ScoreSmoother.from_settings(run.settings).update(raw),
-                               rtol=1e-6, atol=1e-6)
+    values = read_series(ASD / "nyc_taxi.csv", order="keep").values
+    np.testing.assert_allclose(frame["score"].to_numpy(),
+                               ScoreSmoother.from_settings(run.settings).update(raw, values), rtol=1e-6, atol=1e-6)
 
 
 
