@@ -254,7 +254,7 @@ def main() -> None:
     ap.add_argument("--nab-adaptive", type=int, default=0, help="NAB: z-score window (steps; needs --nab-baseline 0)")
     ap.add_argument("--nab-baseline", type=int, default=2000, help="NAB: baseline window of the excess score")
     ap.add_argument("--nab-season-days", type=int, default=5)
-    ap.add_argument("--nab-gate", type=int, default=30)
+    ap.add_argument("--nab-gate", type=int, default=60)
     ap.add_argument("--nab-range-weight", type=float, default=2.0,
                     help="NAB: weight of the values' range novelty beside the model's score (0: off)")
     ap.add_argument("--nab-context-weight", type=float, default=10.0,

@@ -287,7 +287,7 @@ def anomaly_fit(
     season_period: int = typer.Option(0, help="steps per day (0: from the training timestamps)"),
     gate: int = typer.Option(0, help="> 0: one alert per rise: a step keeps its score only when it is above all "
                              "of the previous this-many steps' (streams such as NAB: --baseline-window 2000 "
-                             "--season-days 5 --gate 30 --range-weight 2 --context-weight 10 --flat-weight 25)"),
+                             "--season-days 5 --gate 60 --range-weight 2 --context-weight 10 --flat-weight 25)"),
     range_weight: float = typer.Option(0.0, help="> 0 (with --baseline-window): a step scores at least this times "
                                        "how far its values leave the range they kept, beyond that novelty's own "
                                        "baseline (NAB: 2)"),
