@@ -414,7 +414,24 @@ class _ChannelRange:
         return novelty
 
 
-class RangeNovelty:
+class _ChannelwiseNovelty:
+    """A novelty made of one state per channel (`_channel()`, made at the first row, `.step(value)` -> the value's
+    novelty, NaN when it is missing): the step's novelty is the largest over the channels, 0 in the first `warmup`
+    steps and where every value is missing."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.channels, self.seen = warmup, [], 0
+
+    def step(self, row) -> float:
+        if not self.channels:
+            self.channels = [self._channel() for _ in row]
+        scores = [c.step(v) for c, v in zip(self.channels, row)]
+        self.seen += 1
+        finite = [e for e in scores if not math.isnan(e)]
+        return max(finite) if finite and self.seen > self.warmup else 0.0
+
+
+class RangeNovelty(_ChannelwiseNovelty):
     """How far a stream's values leave the range they have kept, one step at a time: a value no training window
     ever reached can still be predicted tolerably by the model (NAB: art_increase_spike_density).
 
@@ -425,25 +442,19 @@ class RangeNovelty:
     remembered). Memory O(window) per channel."""
 
     def __init__(self, steps: int = 2, window: int = 2000, warmup: int = 750):
-        self.steps, self.window, self.warmup = steps, window, warmup
-        self.channels: list[_ChannelRange] = []
-        self.seen = 0
+        super().__init__(warmup)
+        self.steps, self.window = steps, window
 
-    def step(self, row) -> float:
-        if not self.channels:
-            self.channels = [_ChannelRange(self.steps, self.window) for _ in row]
-        scores = [c.step(v) for c, v in zip(self.channels, row)]
-        self.seen += 1
-        finite = [e for e in scores if not math.isnan(e)]
-        return max(finite) if finite and self.seen > self.warmup else 0.0
+    def _channel(self) -> _ChannelRange:
+        return _ChannelRange(self.steps, self.window)
 
 
 class _ChannelContext:
     """One channel of ContextNovelty: the warm-up's values (until the bins are set), the last `lags` symbols, and
     per lag the counts of every (earlier symbol, symbol) fact and how many facts were seen exactly once."""
 
-    def __init__(self, lags: int, bins: int):
-        self.bins, self.edges = bins, None
+    def __init__(self, lags: int, bins: int, warmup: int):
+        self.bins, self.warmup, self.edges = bins, warmup, None
         self.pending: list[float] = []  # the values before the bins are set
         size = bins + 4  # bins, two edge bins, missing, and the padding before the stream's first step
         self.symbols: deque = deque([bins + 3] * lags, maxlen=lags)  # symbols[-d]: d steps back
@@ -470,6 +481,8 @@ class _ChannelContext:
         """The value's novelty (NaN when it is missing), then count its facts."""
         if self.edges is None:
             self.pending.append(value)
+            if len(self.pending) == self.warmup:
+                self.set_bins()
             return 0.0
         now = self.symbol(value)
         surprise = 0.0
@@ -487,10 +500,10 @@ class _ChannelContext:
         return math.nan if math.isnan(value) else surprise / len(self.counts)
 
 
-class ContextNovelty:
+class ContextNovelty(_ChannelwiseNovelty):
     """How new the present value is in the context of the values before it, one step at a time: a value seen
-    often, but never after the values that precede it now (a shape the stream never made) (in the spirit of
-    Numenta's CAD-OSE detector).
+    often, but never after the values that precede it now, is a shape the stream never made (the idea of contexts
+    is that of Numenta's CAD-OSE detector).
 
     Per channel, each value becomes a symbol: one of `bins` bins uniform over the range of the first `warmup`
     values, or an edge bin below or above it (or "missing"). The facts of step t are (d, symbol_{t-d}, symbol_t)
@@ -501,48 +514,42 @@ class ContextNovelty:
     them, then they are counted) and where every value is missing. Memory O(lags * bins^2) per channel."""
 
     def __init__(self, lags: int = 24, bins: int = 6, warmup: int = 750):
-        self.lags, self.bins, self.warmup = lags, bins, warmup
-        self.channels: list[_ChannelContext] = []
-        self.seen = 0
+        super().__init__(warmup)
+        self.lags, self.bins = lags, bins
 
-    def step(self, row) -> float:
-        if not self.channels:
-            self.channels = [_ChannelContext(self.lags, self.bins) for _ in row]
-        scores = [c.step(v) for c, v in zip(self.channels, row)]
-        self.seen += 1
-        if self.seen == self.warmup:
-            for c in self.channels:
-                c.set_bins()
-        finite = [e for e in scores if not math.isnan(e)]
-        return max(finite) if finite and self.seen > self.warmup else 0.0
+    def _channel(self) -> _ChannelContext:
+        return _ChannelContext(self.lags, self.bins, self.warmup)
 
 
-class FlatRunNovelty:
-    """Absence of activity: 1.0 at the step where a run of equal consecutive values (per channel) first grows
-    longer than every run the channel made before it and than `min_run` steps, else 0.0; 0 in the first `warmup`
-    steps (their runs count as earlier runs). A missing value ends a run. O(1) memory per channel."""
+class _ChannelFlat:
+    """One channel of FlatRunNovelty: its last value, the current run of equal values, the longest earlier run."""
+
+    def __init__(self, min_run: int):
+        self.min_run, self.last, self.run, self.longest = min_run, math.nan, 0, 0
+
+    def step(self, value: float) -> float:
+        """1.0 where the current run first outlasts every earlier one (and `min_run`), else 0.0; NaN if missing."""
+        fired = 0.0
+        if value == self.last:
+            self.run += 1
+            fired = float(self.run == max(self.longest, self.min_run) + 1)
+        else:  # a missing value (NaN equals nothing) ends the run too
+            self.longest, self.run = max(self.longest, self.run), 0
+        self.last = value
+        return math.nan if math.isnan(value) else fired
+
+
+class FlatRunNovelty(_ChannelwiseNovelty):
+    """Absence of activity: 1.0 at the step where a run of equal consecutive values (in any channel) first grows
+    longer than every run that channel made before it and than `min_run` steps, else 0.0; 0 in the first `warmup`
+    steps (their runs count as earlier runs). O(1) memory per channel."""
 
     def __init__(self, min_run: int = 10, warmup: int = 750):
-        self.min_run, self.warmup = min_run, warmup
-        self.last: list[float] = []
-        self.run: list[int] = []  # the current run's length in steps (0: the last value differs from the one before)
-        self.longest: list[int] = []  # the longest run that ended before the current one
-        self.seen = 0
+        super().__init__(warmup)
+        self.min_run = min_run
 
-    def step(self, row) -> float:
-        if not self.last:
-            self.last, self.run, self.longest = [math.nan] * len(row), [0] * len(row), [0] * len(row)
-        fired = False
-        for i, value in enumerate(row):
-            if value == self.last[i]:
-                self.run[i] += 1
-                fired |= self.run[i] == max(self.longest[i], self.min_run) + 1
-            else:
-                self.longest[i] = max(self.longest[i], self.run[i])
-                self.run[i] = 0
-            self.last[i] = value
-        self.seen += 1
-        return 1.0 if fired and self.seen > self.warmup else 0.0
+    def _channel(self) -> _ChannelFlat:
+        return _ChannelFlat(self.min_run)
 
 
 class ScoreSmoother:
