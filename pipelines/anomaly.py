@@ -87,7 +87,7 @@ class AnomalySettings:
     range_steps: int = 2  # ... the novelty of the mean of this many trailing values
     range_warmup: int = 750  # ... 0 for this many steps of a stream (fit caps it at the fitted part's length); the
     # context and flat novelties share this warm-up
-    context_weight: float = 0.0  # > 0: ... and at least this times the values' context novelty's excess (ContextNovelty)
+    context_weight: float = 0.0  # > 0: ... and at least this times the context novelty's excess (ContextNovelty)
     context_lags: int = 24  # ... the facts (value bin d steps back, value bin now) for d = 1..context_lags
     context_bins: int = 6  # ... bins over the warm-up's range, plus one edge bin each side
     flat_weight: float = 0.0  # > 0: ... and at least this times the flat-run record's excess (FlatRunNovelty)
