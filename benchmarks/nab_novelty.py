@@ -1,14 +1,24 @@
 """NAB: does a per-series novelty score of the raw values, combined with the Mamba model's post-processed
 score, raise the NAB score? (Session 7 study; what ships from it: `RangeNovelty` in mambaseq/pipelines/anomaly.py,
 the single term max(M, 2 X[range k2 W2000]), results/anomaly.md.) Offline: no model is trained; the model's raw
-per-row scores are the seeds study's (`anomaly_variants.py --nab-time-of-day --seed S --save-raw`, H200), and
-"mean" is the mean of the two seeds' raw scores.
+per-row scores are the seeds study's (`anomaly_variants.py --nab-time-of-day --seed S --save-raw`, H200): tags
+seed0 .. seed5 (six independent fits, each loaded on first use), "mean" = the mean of seed 0's and seed 1's raw
+scores, "mean6" = the mean of all six.
 
     cd benchmarks && ../.venv/bin/python nab_novelty.py --report results/nab_novelty/table.md
     ../.venv/bin/python nab_novelty.py --alone --only "range+" --cs 1,2,4     (a sweep, printed)
     ../.venv/bin/python nab_novelty.py --only "ctx pairs k24 b6 gt " --cs 8,10,12 --tags seed0,seed1,mean \
         --with "range+ k2 W2000:2"                  (max(M, 2 X[range+ k2 W2000], c X[N]) against max(M, 2 X[...]))
     ../.venv/bin/python nab_novelty.py --post g30,g60,g30b288x0.25 --with "range+ k2 W2000:2"   (final stages)
+
+Robustness over the six fits (session 8; `ROBUST`, `robust`): every candidate changes one thing of the shipped
+recipe gate(max(M, 2 X[range k2 W2000], 10 X[ctx k24 b6 gt], 25 X[flat]), 60); chosen on seeds 0-2, reported on
+the held-out seeds 3-5. `--product-warmup` sets the novelties' warm-up as the product does (min(round(0.15 n),
+750), not floor), with which the shipped recipe here equals nab_ensemble.py's ScoreSmoother scores row for row:
+
+    ../.venv/bin/python nab_novelty.py --product-warmup --robust all --tags seed0,seed1,seed2
+    ../.venv/bin/python nab_novelty.py --product-warmup --robust "=flat f1.2" --tags seed0,seed1,seed2,seed3,seed4,seed5 \
+        --groups "seed0,seed1,seed2;seed3,seed4,seed5;seed0,seed1,seed2,seed3,seed4,seed5"
 
 Everything is causal: the score at row t reads values / raw scores at rows <= t only (past quantiles and
 extremes exclude t itself), bounded state per stream (rolling windows of <= 2000 rows, running extremes,
@@ -41,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nab_postprocess import (gate, load_raw, past_max, past_quantile, seasonal_excess, trailing_mean,  # noqa: E402
+from nab_postprocess import (gate, past_max, past_quantile, seasonal_excess, trailing_mean,  # noqa: E402
                              past_mean_std, likelihood, detection_counts, decay)
 from anomaly_bench import NAB_PROFILES, nab_labels  # noqa: E402
 from mambaseq import metrics as M  # noqa: E402
@@ -49,7 +59,9 @@ from mambaseq.io.series import read_nab  # noqa: E402
 from mambaseq.pipelines.anomaly import steps_per_day  # noqa: E402
 
 SEEDS = Path(__file__).resolve().parent / "results" / "nab_seeds_h200"
-RAW = {"seed0": SEEDS / "nab_raw_100_tod.npz", "seed1": SEEDS / "nab_raw_100_tod_seed1.npz"}
+# the six independent fits (seed 0's file has no suffix); loaded lazily on first use of a tag
+RAW = {f"seed{i}": SEEDS / (f"nab_raw_100_tod_seed{i}.npz" if i else "nab_raw_100_tod.npz") for i in range(6)}
+MEANS = {"mean": ("seed0", "seed1"), "mean6": tuple(RAW)}   # mean of the raw scores of these seeds
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the repository
 PROFILES = list(NAB_PROFILES)
 
@@ -61,14 +73,54 @@ STAMPS, WINDOWS = nab_labels(corpus)
 PERIODS = {n: steps_per_day(s) for n, s, _ in corpus}
 VALUES = {n: np.nan_to_num(np.asarray(s.values, float)[:, 0]) for n, s, _ in corpus}
 WARM = {n: int(min(np.floor(0.15 * len(s)), 750)) for n, s, _ in corpus}
-MODEL_RAW = {}
-for tag, path in RAW.items():
-    r = load_raw([str(path)], NAMES)
-    MODEL_RAW[tag] = r[next(k for k in r if k.startswith("rps"))]
-MODEL_RAW["mean"] = {n: (MODEL_RAW["seed0"][n] + MODEL_RAW["seed1"][n]) / 2 for n in NAMES}
-# model's post-processed score before the gate (the shipped recipe is gate(this, 30))
-MODEL = {tag: {n: seasonal_excess(MODEL_RAW[tag][n], PERIODS[n], window=2000, q=0.995, days=5) for n in NAMES}
-         for tag in MODEL_RAW}
+if "--product-warmup" in sys.argv:  # the product's warm-up: min(round(0.15 n), 750) (nab_ensemble.py)
+    WARM = {n: int(min(round(0.15 * len(s)), 750)) for n, s, _ in corpus}
+
+# the model's post-processed score before the gate, M = seasonal_excess(raw, period, window 2000, q 0.995, days 5,
+# half 6) (ScoreSmoother's baseline_window / baseline_quantile / season_days / season_slack); other parameters
+# through `model_excess(tag, n, **MODEL_KW)` (used by combine_multi's `model_kw`)
+MODEL_KW = {"window": 2000, "q": 0.995, "days": 5, "half": 6}
+
+
+class _Lazy(dict):
+    """tag -> value, computed by `make(tag)` on first access (tags: RAW's seeds and MEANS)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, tag):
+        if tag not in RAW and tag not in MEANS:
+            raise KeyError(f"unknown tag {tag!r}: one of {list(RAW) + list(MEANS)}")
+        self[tag] = value = self.make(tag)
+        return value
+
+    def tags(self):
+        return list(RAW) + list(MEANS)
+
+
+def _load_model_raw(tag):
+    if tag in MEANS:
+        parts = [MODEL_RAW[t] for t in MEANS[tag]]
+        return {n: sum(p[n] for p in parts) / len(parts) for n in NAMES}
+    with np.load(RAW[tag]) as z:
+        return {n: z[f"{n}|rps"].astype(np.float64) for n in NAMES}
+
+
+MODEL_RAW = _Lazy(_load_model_raw)
+MODEL = _Lazy(lambda tag: {n: seasonal_excess(MODEL_RAW[tag][n], PERIODS[n], **MODEL_KW) for n in NAMES})
+_MODEL_VARIANTS: dict = {}
+
+
+def model_excess(tag, n, **kw):
+    """M of file n under seasonal parameters MODEL_KW updated by kw (cached per tag and parameters)."""
+    p = MODEL_KW | kw
+    if p == MODEL_KW:
+        return MODEL[tag][n]
+    key = (tag, tuple(sorted(p.items())))
+    if key not in _MODEL_VARIANTS:
+        _MODEL_VARIANTS[key] = {m: seasonal_excess(MODEL_RAW[tag][m], PERIODS[m], **p) for m in NAMES}
+    return _MODEL_VARIANTS[key][n]
 
 
 # ---- causal building blocks on the values ------------------------------------------------------------------
@@ -398,7 +450,19 @@ def main():
                     help="two-fold file split check of the follow-up (contextual) pick")
     ap.add_argument("--post", default="", help="rate the --with terms (no N) under these final stages and stop: "
                     "'g60' = gate 60; 'g30b288x0.25' = gate 30 after the burst term (h 288, f 0.25); comma-separated")
+    ap.add_argument("--product-warmup", action="store_true", help="novelty warm-up min(round(0.15 n), 750) as "
+                    "the product / nab_ensemble.py (read at import); default min(floor(0.15 n), 750)")
+    ap.add_argument("--robust", default="",
+                    help="rate the ROBUST candidates whose names contain any '|'-part of this ('=NAME': exactly; "
+                         "and 'shipped') "
+                         "on --tags (seed0..seed5, mean, mean6); 'all' = every candidate")
+    ap.add_argument("--groups", default="", help="with --robust: tag groups for the printed means, e.g. "
+                    "'seed0,seed1,seed2;seed3,seed4,seed5'")
     args = ap.parse_args()
+    if args.robust:
+        groups = [g.split(",") for g in args.groups.split(";") if g]
+        robust("" if args.robust == "all" else args.robust, args.tags.split(","), groups)
+        return
     if args.split_check:
         split_check(args.tags.split(","))
         return
@@ -464,15 +528,43 @@ def model_norm(tag, n, floor=1e-3):
     return MODEL[tag][n] / np.maximum(s, floor)
 
 
-def combine_multi(tag, terms, model_scale=None, gate_k=30, burst=None):
-    """gate(max(model excess [normalised], c_i * novelty_i excess), gate_k); terms = [(novelty name, c_i)].
+_NOV_EXCESS: dict = {}
+
+
+def novelty_excess(name, n, q=0.995, window=2000):
+    """X[N] of file n: N minus its own past-`window`-row q quantile (cached per novelty and baseline)."""
+    key = (name, q, window)
+    if key not in _NOV_EXCESS:
+        _NOV_EXCESS[key] = {m: excess(novelty(name)[m], m, q=q, window=window) for m in NAMES}
+    return _NOV_EXCESS[key][n]
+
+
+def combine_multi(tag, terms, model_scale=None, gate_k=30, burst=None, rule="max", nov_q=0.995, nov_window=2000,
+                  model_kw=None):
+    """gate(rule(model excess [normalised], c_i * novelty_i excess), gate_k); terms = [(novelty name, c_i)].
+    rule "max": the largest of them (what ships); "sum": the sum of their positive parts, P = max(M, 0) +
+    sum_i c_i max(X_i, 0), falling back to M where P = 0 (several terms firing together add up); "l2": the same
+    with sqrt(sum of squares) of the positive parts. nov_q / nov_window: the novelty excess's baseline (past
+    quantile and window; the shipped 0.995 / 2000). model_kw: M's seasonal parameters (window, q, days, half)
+    where they differ from MODEL_KW.
     burst = (h, f): before the gate, subtract f x D_{t-1}, D_t = max(2^(-1/h) D_{t-1}, s_t), the decaying max of
     the combined score (a score counts relative to the file's recent bursts; label-free, causal, O(1) state)."""
     out = {}
     for n in NAMES:
-        s = model_norm(tag, n) if model_scale == "norm" else MODEL[tag][n].copy()
-        for name, c in terms:
-            s = np.maximum(s, c * excess(novelty(name)[n], n))
+        if model_scale == "norm":
+            s = model_norm(tag, n)
+        else:
+            s = model_excess(tag, n, **(model_kw or {})).copy()
+        xs = [c * novelty_excess(name, n, nov_q, nov_window) for name, c in terms]
+        if rule == "max":
+            for x in xs:
+                s = np.maximum(s, x)
+        elif rule in ("sum", "l2"):
+            pos = [np.maximum(s, 0.0)] + [np.maximum(x, 0.0) for x in xs]
+            p = sum(pos) if rule == "sum" else np.sqrt(sum(x * x for x in pos))
+            s = np.where(p > 0, p, s)
+        else:
+            raise ValueError(rule)
         if burst:
             h, f = burst
             s = s - f * (s - decay(s, h))        # decay(s, h) = s_t - D_{t-1}
@@ -529,6 +621,76 @@ ALONE = ["range+ k1 all", "range+ k1 W2000", "range+ k2 W2000", "hist b4 all", "
          CTX, "ctx pairs k8 b8", "ctx seq new k3 b8 s5", FLAT]
 
 
+# ---- robustness over the six seeds (session 8): choose on seeds 0-2, report on held-out seeds 3-5 ----------
+
+# What ships (ScoreSmoother as anomaly_bench.py / nab_ensemble.py set it for NAB): RangeNovelty is NOT clipped at 0
+# (negative inside the range), i.e. `range k2 W2000 ` (trailing space), not the study's clipped `range+ k2 W2000`;
+# with --product-warmup these terms reproduce nab_ensemble.py's per-seed scores (checked: results/nab_novelty/study.md).
+RANGE = "range k2 W2000 "
+SHIPPED_TERMS = [(RANGE, 2.0), (CTX, 10.0), (FLAT, 25.0)]
+
+
+def _swap(terms, old, new):
+    """SHIPPED_TERMS with the term named `old` replaced by (new name, new weight) (or dropped if new is None)."""
+    return [t for t in ([new if name == old else (name, c) for name, c in terms]) if t is not None]
+
+
+# name -> combine_multi keyword arguments; "shipped" is what ships (gate 60). Every candidate changes one thing.
+ROBUST = {"shipped": {"terms": SHIPPED_TERMS, "gate_k": 60}}
+ROBUST["range clipped"] = {"terms": _swap(SHIPPED_TERMS, RANGE, ("range+ k2 W2000", 2.0)), "gate_k": 60}
+for _c in (8.0, 12.0):
+    ROBUST[f"ctx c{_c:g}"] = {"terms": _swap(SHIPPED_TERMS, CTX, (CTX, _c)), "gate_k": 60}
+for _b, _k in ((5, 24), (6, 16), (6, 32)):
+    ROBUST[f"ctx b{_b} k{_k}"] = {"terms": _swap(SHIPPED_TERMS, CTX, (f"ctx pairs k{_k} b{_b} gt ", 10.0)), "gate_k": 60}
+for _c in (1.5, 3.0):
+    ROBUST[f"range c{_c:g}"] = {"terms": _swap(SHIPPED_TERMS, RANGE, (RANGE, _c)), "gate_k": 60}
+ROBUST["flat f1.2"] = {"terms": _swap(SHIPPED_TERMS, FLAT, ("flat record e0.0 f1.2 m10", 25.0)), "gate_k": 60}
+ROBUST["flat c15"] = {"terms": _swap(SHIPPED_TERMS, FLAT, (FLAT, 15.0)), "gate_k": 60}
+for _q in (0.99, 0.998, 1.0):
+    ROBUST[f"novelty q{_q:g}"] = {"terms": SHIPPED_TERMS, "gate_k": 60, "nov_q": _q}
+for _w in (1000, 4000):
+    ROBUST[f"novelty W{_w}"] = {"terms": SHIPPED_TERMS, "gate_k": 60, "nov_window": _w}
+for _rule in ("sum", "l2"):
+    ROBUST[f"rule {_rule}"] = {"terms": SHIPPED_TERMS, "gate_k": 60, "rule": _rule}
+for _kw in ({"days": 3}, {"days": 7}, {"half": 3}, {"half": 12}, {"q": 0.99}, {"q": 0.998}, {"window": 1000},
+            {"window": 4000}, {"days": 0}):
+    ROBUST["model " + " ".join(f"{k}{v:g}" for k, v in _kw.items())] = {"terms": SHIPPED_TERMS, "gate_k": 60,
+                                                                      "model_kw": _kw}
+for _g in (45, 80):
+    ROBUST[f"gate {_g}"] = {"terms": SHIPPED_TERMS, "gate_k": _g}
+# round 2 (after round 1 on seeds 0-2 only): the neighbourhood of the one change that helped all three, flat f1.2,
+# and it combined with the round-1 changes that were not worse on average (l2, novelty W4000)
+FLAT12 = _swap(SHIPPED_TERMS, FLAT, ("flat record e0.0 f1.2 m10", 25.0))
+ROBUST["r2 flat f1.1"] = {"terms": _swap(SHIPPED_TERMS, FLAT, ("flat record e0.0 f1.1 m10", 25.0)), "gate_k": 60}
+ROBUST["r2 flat f1.3"] = {"terms": _swap(SHIPPED_TERMS, FLAT, ("flat record e0.0 f1.3 m10", 25.0)), "gate_k": 60}
+ROBUST["r2 flat f1.2 m5"] = {"terms": _swap(SHIPPED_TERMS, FLAT, ("flat record e0.0 f1.2 m5", 25.0)), "gate_k": 60}
+ROBUST["r2 flat f1.2 + rule l2"] = {"terms": FLAT12, "gate_k": 60, "rule": "l2"}
+ROBUST["r2 flat f1.2 + novelty W4000"] = {"terms": FLAT12, "gate_k": 60, "nov_window": 4000}
+
+
+def robust(pattern, tags, groups=()):
+    """Rate the ROBUST candidates whose name contains any '|'-part of `pattern` ("shipped" always first) on each
+    tag: standard / low FP / low FN per tag, the mean standard over each group of tags, and the standard change
+    against the shipped recipe per tag (min = the worst seed). Returns {name: {tag: rate dict}}."""
+    parts = pattern.split("|")                      # a part "=NAME" matches that name exactly
+    names = ["shipped"] + [k for k in ROBUST if k != "shipped" and any(k == p[1:] if p.startswith("=") else p in k
+                                                                       for p in parts)]
+    groups = groups or [tags]
+    out = {}
+    for name in names:
+        t0 = time.monotonic()
+        out[name] = {t: rate(combine_multi(t, **ROBUST[name])) for t in tags}
+        r = out[name]
+        cells = " ".join(f"{t[-1] if t.startswith('seed') else t}:{r[t]['standard']:.1f}/{r[t]['reward_low_FP_rate']:.1f}/"
+                         f"{r[t]['reward_low_FN_rate']:.1f}" for t in tags)
+        means = " ".join(f"mean[{','.join(t[-1] for t in g)}] {np.mean([r[t]['standard'] for t in g]):.2f}"
+                         for g in groups)
+        d = [r[t]["standard"] - out["shipped"][t]["standard"] for t in tags]
+        print(f"{name:16s} {cells} | {means} | d {' '.join(f'{x:+.1f}' for x in d)} mean {np.mean(d):+.2f} "
+              f"min {min(d):+.1f} ({time.monotonic() - t0:.0f}s)", flush=True)
+    return out
+
+
 def rate_subset(scores, names):
     """standard NAB score over a subset of the files (its own corpus-wide threshold)."""
     sub = {n: scores[n] for n in names}
@@ -561,7 +723,7 @@ def split_check(tags=("seed0", "seed1")):
 
 def report(path):
     t0 = time.monotonic()
-    tags = list(MODEL_RAW)
+    tags = ["seed0", "seed1", "mean"]
     L = ["# NAB: value novelty + the Mamba model's post-processed score", "",
          "Generated by `benchmarks/nab_novelty.py --report`. **All tuning is on NAB itself (no held-out "
          "split)**: every figure is optimistic, and "
