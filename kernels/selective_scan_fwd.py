@@ -277,10 +277,19 @@ def _fwd_kernel(
     if not TOTALS:
         kept = h  # unused outside the TOTALS pass
     ck_e = b * n_chunks * E + e3
+    # At BE <= 8 each pair's loads go out a pair ahead, so their latency (the launch's top stall) hides behind the
+    # previous pair's arithmetic: 8x2048 0.276 ms against 0.285; at BE = 32 2-3% slower (NOTES.md item 21).
+    AHEAD: tl.constexpr = 1 if BE <= 8 else 0
+    nxt = load_pair(u_ptr, dt_ptr, z_ptr + b * s_zb, B_ptr, C_ptr, offs_e, mask_e, n2, N, q0, L, s_ue, s_de, s_ze,
+                    s_Bn, s_Bl, s_Cn, s_Cl, REVERSE, HAS_Z and not TOTALS, not TOTALS)  # unused (dropped) if not AHEAD
     for q in range(q0, q1):
-        tm, mask_t, u, dt, zv, Bt, Ct = load_pair(u_ptr, dt_ptr, z_ptr + b * s_zb, B_ptr, C_ptr, offs_e, mask_e,
-                                                  n2, N, q, L, s_ue, s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE,
-                                                  HAS_Z and not TOTALS, not TOTALS)
+        fresh = load_pair(u_ptr, dt_ptr, z_ptr + b * s_zb, B_ptr, C_ptr, offs_e, mask_e, n2, N, q + AHEAD, L, s_ue,
+                          s_de, s_ze, s_Bn, s_Bl, s_Cn, s_Cl, REVERSE, HAS_Z and not TOTALS, not TOTALS)
+        if AHEAD:
+            tm, mask_t, u, dt, zv, Bt, Ct = nxt
+            nxt = fresh
+        else:
+            tm, mask_t, u, dt, zv, Bt, Ct = fresh
         m2 = mask_e[:, None] & mask_t[None, :]  # (BE, 8)
         u = u.to(tl.float32)
         dt = dt.to(tl.float32)
