@@ -912,7 +912,6 @@ def _plot_loss(history: list[dict], path: Path) -> None:
     save_figure_atomic(fig, path, dpi=110)
 
 
-
 def score_stream(model_path: str | Path, source: str, *, follow: bool = False, idle_seconds: float = 0.0,
                  device: str = "auto", sink=None) -> int:
     """Score a CSV/TSV stream ('-' = stdin) row by row as it arrives; print `row,timestamp,nll,rps,score,

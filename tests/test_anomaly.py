@@ -555,7 +555,6 @@ def test_fit_on_nab_probationary_part(tmp_path):
                                ScoreSmoother.from_settings(run.settings).update(raw, values), rtol=1e-6, atol=1e-6)
 
 
-
 def test_heldout_selection_keeps_the_weights_with_the_lowest_loss(tmp_path):
     """eval_every: the held-out calibration part is scored during the fit and the best weights are the ones saved
     (the run's held-out loss, recomputed from the saved model, is the lowest of the recorded ones)."""

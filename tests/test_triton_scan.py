@@ -236,7 +236,6 @@ def test_checkpoint_dtype(dtype, batch, L, E, expected):
     assert triton_scan._checkpoint_dtype(u, B, sm_count=132) == expected
 
 
-
 @pytest.mark.parametrize("batch,E,groups,expected", [
     (8, 1536, 1, 8),     # 1536 programs of 8 channels fill 132 multiprocessors 8 deep: L stays whole
     (2, 1536, 1, 32),    # too few rows: 32 channels a program, L cut into segments
