@@ -90,9 +90,10 @@ def nab_study(args, device, work: Path) -> dict:
         for name, series, _ in corpus:
             run = work / "nab" / tag / name.replace("/", "__")
             summary = fit([Path(args.data) / "nab" / "data" / name], run,
-                          settings=AnomalySettings(fit_fraction=0.15, order="keep", calibration_fraction=CALIBRATION,
+                          settings=AnomalySettings(fit_fraction=0.15, order="keep",
+                                                   calibration_fraction=args.nab_calibration,
                                                    time_of_day=args.nab_time_of_day),
-                          model_cfg=ModelConfig(d_model=64, n_layer=2),
+                          model_cfg=ModelConfig(d_model=args.d_model, n_layer=2),
                           train_cfg=TrainConfig(seq_len=256, batch_size=args.batch_size, steps=steps, lr=3e-3,
                                                 warmup_steps=max(1, steps // 10), seed=args.seed,
                                                 eval_every=int(every or steps)),
@@ -129,6 +130,9 @@ def main() -> None:
     ap.add_argument("--save-raw", type=Path, help="NAB: write each fit's raw per-step nll/rps here (npz)")
     ap.add_argument("--nab-time-of-day", action="store_true", help="NAB: the model also reads the time of day")
     ap.add_argument("--seed", type=int, default=0, help="seed of every fit")
+    ap.add_argument("--nab-calibration", type=float, default=CALIBRATION,
+                    help="NAB: trailing fraction of the probationary part the model does not train on")
+    ap.add_argument("--d-model", type=int, default=64, help="NAB: model width")
     ap.add_argument("--limit", type=int, default=0, help="first N entities only")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--smooth", type=int, default=10)

@@ -52,16 +52,18 @@ def main() -> None:
     ap.add_argument("--flat-weight", type=float, default=25.0)
     ap.add_argument("--gate", type=int, default=60)
     ap.add_argument("--singles", action="store_true", help="rate each seed alone, no ensembles")
+    ap.add_argument("--files", type=Path, nargs="+", help="rate each of these raw-score files alone (not --seeds)")
     ap.add_argument("--out", type=Path, help="write the table here (markdown)")
     args = ap.parse_args()
 
     corpus = read_nab(args.data / "nab")
     names = [n for n, _, _ in corpus]
     stamps, windows = nab_labels(corpus)
+    paths = {f.stem: f for f in args.files} if args.files else {seed: raw_path(seed) for seed in args.seeds}
     raws = {}
-    for seed in args.seeds:
-        with np.load(raw_path(seed)) as z:
-            raws[seed] = {n: z[f"{n}|rps"].astype(np.float64) for n in names}
+    for key, path in paths.items():
+        with np.load(path) as z:
+            raws[key] = {n: z[f"{n}|rps"].astype(np.float64) for n in names}
 
     def rate(members: tuple[int, ...]) -> list[float]:
         scores = {}
@@ -77,9 +79,9 @@ def main() -> None:
              "low FN NAB scores, 58 series, one threshold per profile.", "",
              "| members | size | standard | low FP | low FN |", "|---|---|---|---|---|"]
     by_size: dict[int, list[list[float]]] = {}
-    seeds = tuple(args.seeds)
+    seeds = tuple(raws)
     groups = [(s,) for s in seeds]
-    if not args.singles:
+    if not (args.singles or args.files):
         groups += [seeds[i:i + 2] for i in range(0, len(seeds) - 1, 2)]
         groups += [seeds[i:i + 3] for i in range(0, len(seeds) - 2, 3)] + [seeds]
     for members in dict.fromkeys(groups):
