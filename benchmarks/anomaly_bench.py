@@ -7,7 +7,8 @@
 - NAB (58 series): each series' model is fitted on its first 15% (NAB's probationary period, which NAB does
   not score) and scores the whole series with the stream post-processing of `ScoreSmoother`: by default the
   excess over the 0.995 quantile of the last `--nab-baseline` steps and over the same time of day on the last
-  `--nab-season-days` days, one alert per rise (`--nab-gate`), chosen in benchmarks/nab_postprocess.py (on NAB
+  `--nab-season-days` days, one alert per rise (`--nab-gate`, a new high beating the last by `--nab-gate-margin`;
+  the model's excess capped at `--nab-model-cap`), chosen in benchmarks/nab_postprocess.py (on NAB
   itself: NAB has no held-out part), raised where the values leave the range they kept (`--nab-range-weight`
   times the range novelty's excess), where a value is new after the values before it (`--nab-context-weight`
   times the context novelty's excess) and where a run of equal values outlasts every earlier one
@@ -131,7 +132,9 @@ def run_nab(args, work: Path) -> dict:
                                                   score=args.score, adaptive_window=args.nab_adaptive,
                                                   baseline_window=args.nab_baseline,
                                                   season_days=args.nab_season_days if args.nab_baseline else 0,
-                                                  gate=args.nab_gate, time_of_day=args.nab_time_of_day,
+                                                  gate=args.nab_gate, gate_margin=args.nab_gate_margin,
+                                                  model_cap=args.nab_model_cap if args.nab_baseline else 0,
+                                                  time_of_day=args.nab_time_of_day,
                                                   range_weight=args.nab_range_weight if args.nab_baseline else 0,
                                                   context_weight=args.nab_context_weight if args.nab_baseline else 0,
                                                   flat_weight=args.nab_flat_weight if args.nab_baseline else 0,
@@ -192,7 +195,8 @@ def markdown(results: dict, args) -> str:
              f"{results['date']}. Model: d_model {args.d_model}, {args.n_layer} layers, window {args.seq_len}, "
              f"batch {args.batch_size}, {args.steps} steps (NAB: {args.nab_steps}), lr {args.lr}, smoothing "
              f"{args.smooth} (NAB {args.nab_smooth}, adaptive window {args.nab_adaptive}, baseline window "
-             f"{args.nab_baseline}, season days {args.nab_season_days}, gate {args.nab_gate}, "
+             f"{args.nab_baseline}, season days {args.nab_season_days}, gate {args.nab_gate} (margin "
+             f"{args.nab_gate_margin}), model cap {args.nab_model_cap}, "
              f"range weight {args.nab_range_weight}, context weight {args.nab_context_weight}, flat weight "
              f"{args.nab_flat_weight}"
              f"{', time of day as input' if args.nab_time_of_day else ''}), seed {args.seed}.", ""]
@@ -255,6 +259,10 @@ def main() -> None:
     ap.add_argument("--nab-baseline", type=int, default=2000, help="NAB: baseline window of the excess score")
     ap.add_argument("--nab-season-days", type=int, default=5)
     ap.add_argument("--nab-gate", type=int, default=60)
+    ap.add_argument("--nab-gate-margin", type=float, default=1.2,
+                    help="NAB: a new high must beat the gate window's max by this factor (1: any new high)")
+    ap.add_argument("--nab-model-cap", type=float, default=17.5,
+                    help="NAB: the model's excess counts at most this much (0: no cap)")
     ap.add_argument("--nab-range-weight", type=float, default=2.0,
                     help="NAB: weight of the values' range novelty beside the model's score (0: off)")
     ap.add_argument("--nab-context-weight", type=float, default=10.0,

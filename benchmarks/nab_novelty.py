@@ -20,6 +20,22 @@ the held-out seeds 3-5. `--product-warmup` sets the novelties' warm-up as the pr
     ../.venv/bin/python nab_novelty.py --product-warmup --robust "=flat f1.2" --tags seed0,seed1,seed2,seed3,seed4,seed5 \
         --groups "seed0,seed1,seed2;seed3,seed4,seed5;seed0,seed1,seed2,seed3,seed4,seed5"
 
+Session 9 (results/nab_novelty/session9, study.md "Session 9"): twelve more fits (tags cal0..cal3,
+d128_0..d128_3, s40_0..s40_3, `NEW_TAGS`; `--tags all18` = old + new), the shipped recipe's loss decomposition
+(`--decompose`, `breakdown`), and candidates "s9 ..." in `ROBUST` (`s9_model`, `s9_final`: nll terms, trailing
+means, a model weight, refractory / alert-rate / gate-margin / cap rules), chosen on seed0..seed5 and rated on
+the new fits:
+
+    ../.venv/bin/python nab_novelty.py --product-warmup --tags all18 --decompose results/nab_novelty/session9/decomposition.md
+    ../.venv/bin/python nab_novelty.py --product-warmup --robust "s9 " --tags seed0,seed1,seed2,seed3,seed4,seed5
+
+Second round (what ships: the model term capped at 17.5 and the gate's margin 1.2): candidates "s9b ..." chosen on
+all 18 fits, rated on twelve fresh fits of the shipped model (tags fresh6..fresh17, `--tags fresh`), and on each
+half of the files (`--halves`):
+
+    ../.venv/bin/python nab_novelty.py --product-warmup --robust "s9b " --tags fresh
+    ../.venv/bin/python nab_novelty.py --product-warmup --halves "s9b cap M 17.5" --tags fresh
+
 Everything is causal: the score at row t reads values / raw scores at rows <= t only (past quantiles and
 extremes exclude t itself), bounded state per stream (rolling windows of <= 2000 rows, running extremes,
 a fixed histogram, hash maps of counts over a fixed alphabet), no labels. The only per-file constant is
@@ -61,6 +77,19 @@ from mambaseq.pipelines.anomaly import steps_per_day  # noqa: E402
 SEEDS = Path(__file__).resolve().parent / "results" / "nab_seeds_h200"
 # the six independent fits (seed 0's file has no suffix); loaded lazily on first use of a tag
 RAW = {f"seed{i}": SEEDS / (f"nab_raw_100_tod_seed{i}.npz" if i else "nab_raw_100_tod.npz") for i in range(6)}
+# session 9: twelve further fits (H200, never used for a choice before session 9's held-out rating), beside the
+# repository's .dev/exp/s9raw: "cal" (model fitted on 98% instead of 85% of the probationary part), "d128" (width
+# 128), "s40" (40 training steps); four seeds each, tags cal0..cal3, d128_0..d128_3, s40_0..s40_3
+S9RAW = Path(__file__).resolve().parents[1] / ".dev" / "exp" / "s9raw"
+for _g, _sep, _stem in (("cal", "", "nab_raw_100_tod"), ("d128", "_", "nab_raw_100_tod"), ("s40", "_", "nab_raw_40_tod")):
+    for _i in range(4):
+        RAW[f"{_g}{_sep}{_i}"] = S9RAW / _g / (f"{_stem}_seed{_i}.npz" if _i else f"{_stem}.npz")
+OLD_TAGS = [f"seed{i}" for i in range(6)]
+NEW_TAGS = [t for t in RAW if t not in OLD_TAGS]
+# session 9, second round: twelve fresh fits of the shipped model (seeds 6-17), rated only for the round-2 pick
+for _i in range(6, 18):
+    RAW[f"fresh{_i}"] = S9RAW / "fresh" / f"nab_raw_100_tod_seed{_i}.npz"
+FRESH_TAGS = [f"fresh{i}" for i in range(6, 18)]
 MEANS = {"mean": ("seed0", "seed1"), "mean6": tuple(RAW)}   # mean of the raw scores of these seeds
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the repository
 PROFILES = list(NAB_PROFILES)
@@ -99,15 +128,16 @@ class _Lazy(dict):
         return list(RAW) + list(MEANS)
 
 
-def _load_model_raw(tag):
+def _load_model_raw(tag, kind="rps"):
     if tag in MEANS:
-        parts = [MODEL_RAW[t] for t in MEANS[tag]]
+        parts = [(MODEL_RAW if kind == "rps" else MODEL_NLL)[t] for t in MEANS[tag]]
         return {n: sum(p[n] for p in parts) / len(parts) for n in NAMES}
     with np.load(RAW[tag]) as z:
-        return {n: z[f"{n}|rps"].astype(np.float64) for n in NAMES}
+        return {n: z[f"{n}|{kind}"].astype(np.float64) for n in NAMES}
 
 
 MODEL_RAW = _Lazy(_load_model_raw)
+MODEL_NLL = _Lazy(lambda tag: _load_model_raw(tag, "nll"))     # the saved nll (session 9 candidates)
 MODEL = _Lazy(lambda tag: {n: seasonal_excess(MODEL_RAW[tag][n], PERIODS[n], **MODEL_KW) for n in NAMES})
 _MODEL_VARIANTS: dict = {}
 
@@ -458,7 +488,21 @@ def main():
                          "on --tags (seed0..seed5, mean, mean6); 'all' = every candidate")
     ap.add_argument("--groups", default="", help="with --robust: tag groups for the printed means, e.g. "
                     "'seed0,seed1,seed2;seed3,seed4,seed5'")
+    ap.add_argument("--halves", default="", help="rate the ROBUST candidates containing this on each half of the "
+                    "files (`halves`)")
+    ap.add_argument("--decompose", default="", help="session 9: write the shipped recipe's loss decomposition over "
+                    "--tags ('all18' = the six seeds and the twelve session 9 fits) to this markdown path")
     args = ap.parse_args()
+    if args.tags == "all18":
+        args.tags = ",".join(OLD_TAGS + NEW_TAGS)
+    elif args.tags == "fresh":
+        args.tags = ",".join(FRESH_TAGS)
+    if args.decompose:
+        decompose(args.tags.split(","), args.decompose)
+        return
+    if args.halves:
+        halves(args.halves, args.tags.split(","))
+        return
     if args.robust:
         groups = [g.split(",") for g in args.groups.split(";") if g]
         robust("" if args.robust == "all" else args.robust, args.tags.split(","), groups)
@@ -540,7 +584,7 @@ def novelty_excess(name, n, q=0.995, window=2000):
 
 
 def combine_multi(tag, terms, model_scale=None, gate_k=30, burst=None, rule="max", nov_q=0.995, nov_window=2000,
-                  model_kw=None):
+                  model_kw=None, **s9):
     """gate(rule(model excess [normalised], c_i * novelty_i excess), gate_k); terms = [(novelty name, c_i)].
     rule "max": the largest of them (what ships); "sum": the sum of their positive parts, P = max(M, 0) +
     sum_i c_i max(X_i, 0), falling back to M where P = 0 (several terms firing together add up); "l2": the same
@@ -555,7 +599,8 @@ def combine_multi(tag, terms, model_scale=None, gate_k=30, burst=None, rule="max
             s = model_norm(tag, n)
         else:
             s = model_excess(tag, n, **(model_kw or {})).copy()
-        xs = [c * novelty_excess(name, n, nov_q, nov_window) for name, c in terms]
+        s, extra = s9_model(tag, n, s, **s9) if s9 else (s, [])
+        xs = [c * novelty_excess(name, n, nov_q, nov_window) for name, c in terms] + extra
         if rule == "max":
             for x in xs:
                 s = np.maximum(s, x)
@@ -568,8 +613,92 @@ def combine_multi(tag, terms, model_scale=None, gate_k=30, burst=None, rule="max
         if burst:
             h, f = burst
             s = s - f * (s - decay(s, h))        # decay(s, h) = s_t - D_{t-1}
-        out[n] = gate(s, gate_k)
+        out[n] = s9_final(s, gate_k, **s9) if s9 else gate(s, gate_k)
     return out
+
+
+# ---- session 9 candidates (each changes one thing of the shipped recipe; see ROBUST "s9 ..." entries) ---------
+
+_S9: dict = {}
+
+
+def _s9_cache(key, make):
+    if key not in _S9:
+        _S9[key] = make()
+    return _S9[key]
+
+
+def s9_model(tag, n, m, model_w=1.0, nll=None, nll_mix=None, trail=None, lik=None, nll_agree=None, cap_m=None,
+             **_):
+    """Model-side changes of the session 9 candidates; returns (base of the max, extra terms of the max).
+    model_w: M scaled by this weight (novelty weights fixed). nll = c: an extra term c x M[nll] (the saved nll's
+    seasonal excess, M's parameters). nll_mix = c: the base is (M + c M[nll]) / 2 instead of M.
+    trail = (k, c): an extra term c x seasonal excess of the k-row trailing mean of the raw rps (the same
+    seasonal parameters, so it compares the last k rows' mean to the past's means). lik = (k, c): an extra term
+    c x the anomaly-likelihood statistic (k-row trailing mean vs the mean / std of past trailing means over
+    2000 rows) minus its own past 0.995 quantile."""
+    extra = []
+    mn = (lambda: _s9_cache(("nllM", tag, n), lambda: seasonal_excess(MODEL_NLL[tag][n], PERIODS[n], **MODEL_KW)))
+    if nll_mix is not None:
+        m = 0.5 * (m + nll_mix * mn())
+    if nll_agree is not None:          # M's positive part scaled by nll_agree where the nll's excess is not > 0
+        m = np.where((m > 0) & (mn() <= 0), nll_agree * m, m)
+    if model_w != 1.0:
+        m = model_w * m
+    if cap_m is not None:              # the model term alone clipped at cap_m (the novelty terms are not)
+        m = np.minimum(m, cap_m)
+    if nll is not None:
+        extra.append(nll * mn())
+    if trail is not None:
+        k, c = trail
+        extra.append(c * _s9_cache(("trail", tag, n, k), lambda: seasonal_excess(
+            trailing_mean(MODEL_RAW[tag][n], k), PERIODS[n], **MODEL_KW)))
+    if lik is not None:
+        k, c = lik
+        extra.append(c * _s9_cache(("lik", tag, n, k), lambda: excess(
+            likelihood(MODEL_RAW[tag][n], k, 2000), n)))
+    return m, extra
+
+
+def s9_final(s, gate_k, refractory=None, alert_rate=None, gate_f=None, cap=None, silence=None, **_):
+    """Final-stage changes. refractory = (K, f): after a row passes the gate with a positive score p, for K rows
+    a later row passes only if its score also exceeds f x p (on top of the gate; O(1) state).
+    alert_rate = (W, a): the gated score's positive part divided by (1 + A_t)^a, A_t = rows of the past W whose
+    gated score was positive (the stream's own alert rate; label-free, a ring buffer of W bits)."""
+    recent = None
+    if silence is not None:            # (C, K): the cap C, and no row passes within K rows after a row with
+        C, K = silence                 # s >= C (the cap alone: K = gate_k)
+        strong = np.concatenate([[0.0], np.cumsum(s >= C)])
+        i = np.arange(len(s))
+        recent = strong[i] - strong[np.maximum(i - K, 0)]   # rows >= C among t-K .. t-1
+        s = np.minimum(s, C)
+    if cap is not None:                # the combined score clipped at cap before the gate (a burst's later
+        s = np.minimum(s, cap)         # rows above cap cannot make a new high)
+    if gate_f is not None:             # the gate with a margin: s_t > pm + (f - 1) max(pm, 0), pm = past k-row max
+        pm = past_max(s, gate_k, fill=-np.inf)
+        g = np.where(s > pm + (gate_f - 1.0) * np.maximum(pm, 0.0), s, np.minimum(s, 0.0))
+    else:
+        g = gate(s, gate_k)
+    if recent is not None:
+        g = np.where((recent > 0) & (g > 0), 0.0, g)
+    if refractory is not None:
+        K, f = refractory
+        out = g.copy()
+        last_t, last_p = -10 ** 9, 0.0
+        for t in np.flatnonzero(g > 0):
+            if t - last_t <= K and g[t] <= f * last_p:
+                out[t] = min(s[t], 0.0) if s[t] <= 0 else 0.0
+                continue
+            last_t, last_p = t, g[t]
+        g = out
+    if alert_rate is not None:
+        W, a = alert_rate
+        pos = (g > 0).astype(float)
+        c = np.concatenate([[0.0], np.cumsum(pos)])
+        i = np.arange(len(g))
+        A = c[i] - c[np.maximum(i - W, 0)]                  # positives among rows t-W .. t-1
+        g = np.where(g > 0, g / (1.0 + A) ** a, g)
+    return g
 
 
 def experiments_b():
@@ -668,6 +797,170 @@ ROBUST["r2 flat f1.2 + rule l2"] = {"terms": FLAT12, "gate_k": 60, "rule": "l2"}
 ROBUST["r2 flat f1.2 + novelty W4000"] = {"terms": FLAT12, "gate_k": 60, "nov_window": 4000}
 
 
+# ---- session 9: loss decomposition of the shipped recipe over all fits ----------------------------------------
+
+def breakdown(scores, profile="standard"):
+    """The shipped NAB scorer's result at its optimised threshold, decomposed: per file, per window the reward
+    (None = missed; else the sweep value of its earliest detection, 1 at the window's left edge, ~0.1 at its
+    right edge), FP rows and their summed cost (> 0). Gap from 100 (in score points) = 100 (perfect - raw) /
+    (perfect - null) = missed (2 per window) + late (1 - reward) + FP cost + uncounted windows (1 each)."""
+    res = M.optimise_nab_threshold(STAMPS, scores, WINDOWS, profile)
+    files, cost, null, perfect = M._prepare_nab(STAMPS, scores, WINDOWS, profile, 0.15)
+    unit = 100.0 / (perfect - null)
+    out = {"score": res.score, "thr": res.threshold, "unit": unit, "files": {}}
+    for n, f in files.items():
+        det = f.scores >= res.threshold
+        inside = f.window >= 0
+        wins = []
+        for w in range(f.n_windows):
+            if not f.counted[w]:
+                wins.append("uncounted")
+                continue
+            hit = det & (f.window == w)
+            wins.append(float(f.sweep[hit].max()) if hit.any() else None)
+        fpm = det & ~inside
+        out["files"][n] = {"wins": wins, "fp": int(fpm.sum()), "fp_cost": float(-f.sweep[fpm].sum())}
+    return out
+
+
+def _gap(b, fn=1.0, tp=1.0):
+    """(missed, late, fp, uncounted) in score points, and window counts (detected, missed)."""
+    mi = la = fp = un = 0.0
+    nd = nm = 0
+    for d in b["files"].values():
+        for r in d["wins"]:
+            if r == "uncounted":
+                un += tp
+            elif r is None:
+                mi += tp + fn
+                nm += 1
+            else:
+                la += tp - r
+                nd += 1
+        fp += d["fp_cost"]
+    u = b["unit"]
+    return {"missed": mi * u, "late": la * u, "fp": fp * u, "uncounted": un * u, "det": nd, "nmiss": nm}
+
+
+def decompose(tags, path=None):
+    """Loss decomposition of the shipped recipe (standard profile) over the fits `tags`; writes markdown."""
+    B = {t: breakdown(combine_multi(t, **ROBUST["shipped"])) for t in tags}
+    L = ["# Session 9: loss decomposition of the shipped recipe (standard profile)", "",
+         "Generated by `nab_novelty.py --product-warmup --decompose ...`. Recipe: gate(max(M, 2 X[range k2 W2000], "
+         "10 X[ctx k24 b6 gt], 25 X[flat]), 60); one corpus-wide optimised threshold per fit. Gap from 100 in score "
+         "points (1 point = 1 / unit raw): missed window = 2 raw (from -1 to +1), late = 1 - reward of the earliest "
+         "detection (sweep: 1 at the window's start, ~0.1 at its end), FP = summed FP row cost (0.11 per row "
+         "before/long after windows, less right after a window), uncounted = windows with no scored row (constant).",
+         "", "| fit | std | thr | det / missed | missed pts | late pts | FP pts | FP rows | uncounted pts |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    G = {t: _gap(B[t]) for t in tags}
+    for t in tags:
+        g = G[t]
+        fprows = sum(d["fp"] for d in B[t]["files"].values())
+        L.append(f"| {t} | {B[t]['score']:.1f} | {B[t]['thr']:.2f} | {g['det']} / {g['nmiss']} | {g['missed']:.1f} | "
+                 f"{g['late']:.1f} | {g['fp']:.1f} | {fprows} | {g['uncounted']:.1f} |")
+    sc = np.array([B[t]["score"] for t in tags])
+    L.append(f"| mean | {sc.mean():.2f} | | {np.mean([G[t]['det'] for t in tags]):.1f} / "
+             f"{np.mean([G[t]['nmiss'] for t in tags]):.1f} | {np.mean([G[t]['missed'] for t in tags]):.1f} | "
+             f"{np.mean([G[t]['late'] for t in tags]):.1f} | {np.mean([G[t]['fp'] for t in tags]):.1f} | "
+             f"{np.mean([sum(d['fp'] for d in B[t]['files'].values()) for t in tags]):.0f} | "
+             f"{np.mean([G[t]['uncounted'] for t in tags]):.1f} |")
+    L += ["", "Correlation over fits of the standard score with each part (negative = that loss separates the fits): "
+          + ", ".join(f"{k} {np.corrcoef(sc, [G[t][k] for t in tags])[0, 1]:+.2f} (sd {np.std([G[t][k] for t in tags]):.2f} pts)"
+                      for k in ("missed", "late", "fp")) + f"; score sd {sc.std():.2f}.", ""]
+    # windows
+    u = B[tags[0]]["unit"]
+    L += ["## Windows (reward of the earliest detection per fit; '-' = missed)", "",
+          "| file | window | detected by | mean loss pts | corr(det, score) | rewards |", "|---|---|---|---|---|---|"]
+    rows = []
+    for n in NAMES:
+        for w, _ in enumerate(WINDOWS[n]):
+            rs = [B[t]["files"][n]["wins"][w] for t in tags]
+            if rs[0] == "uncounted":
+                continue
+            loss = np.array([2.0 if r is None else 1.0 - r for r in rs]) * u
+            detv = np.array([r is not None for r in rs], float)
+            c = np.corrcoef(detv, sc)[0, 1] if 0 < detv.sum() < len(tags) else np.nan
+            rows.append((loss.mean(), n, w, int(detv.sum()), c,
+                         " ".join("-" if r is None else f"{r:.2f}" for r in rs)))
+    for lm, n, w, nd, c, txt in sorted(rows, reverse=True):
+        if lm < 0.05:
+            continue
+        L.append(f"| {n.split('/')[-1]} | {w} | {nd}/{len(tags)} | {lm:.2f} | {c:+.2f} | {txt} |")
+    L += ["", f"Windows detected by every fit: {sum(r[3] == len(tags) for r in rows)}; by none: "
+          f"{sum(r[3] == 0 for r in rows)}; by some: {sum(0 < r[3] < len(tags) for r in rows)} (of {len(rows)} counted).", ""]
+    # FP per file
+    L += ["## False positives per file (cost in score points; mean / sd / min / max over fits; FP rows mean)", "",
+          "| file | mean pts | sd | min | max | rows | corr(cost, score) |", "|---|---|---|---|---|---|---|"]
+    fr = []
+    for n in NAMES:
+        cst = np.array([B[t]["files"][n]["fp_cost"] for t in tags]) * u
+        rws = np.mean([B[t]["files"][n]["fp"] for t in tags])
+        c = np.corrcoef(cst, sc)[0, 1] if cst.std() > 0 else np.nan
+        fr.append((cst.mean(), n, cst.std(), cst.min(), cst.max(), rws, c))
+    for m, n, sd, lo, hi, rws, c in sorted(fr, reverse=True):
+        if m < 0.05:
+            continue
+        L.append(f"| {n.split('/')[-1]} | {m:.2f} | {sd:.2f} | {lo:.2f} | {hi:.2f} | {rws:.1f} | {c:+.2f} |")
+    cats = {}
+    for m, n, *_ in fr:
+        cats[n.split("/")[0]] = cats.get(n.split("/")[0], 0.0) + m
+    L += ["", "FP points by category (mean over fits): " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                                   sorted(cats.items(), key=lambda x: -x[1])), ""]
+    txt = "\n".join(L)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(txt + "\n")
+    print(txt)
+    return B
+
+# session 9 (round 1; chosen on seeds 0-5 only, the twelve session 9 fits held out): each changes one thing
+_SH = {"terms": SHIPPED_TERMS, "gate_k": 60}
+for _w in (0.8, 1.25, 1.5):
+    ROBUST[f"s9 model w{_w:g}"] = _SH | {"model_w": _w}
+for _c in (5.0, 10.0):
+    ROBUST[f"s9 nll max c{_c:g}"] = _SH | {"nll": _c}
+    ROBUST[f"s9 nll mix c{_c:g}"] = _SH | {"nll_mix": _c}
+for _k in (3, 5, 10):
+    ROBUST[f"s9 trail k{_k} c1"] = _SH | {"trail": (_k, 1.0)}
+for _k, _c in ((5, 1.0), (5, 2.0), (10, 2.0)):
+    ROBUST[f"s9 lik k{_k} c{_c:g}"] = _SH | {"lik": (_k, _c)}
+for _K, _f in ((200, 1.0), (500, 1.0), (500, 1.5), (2000, 1.0)):
+    ROBUST[f"s9 refractory K{_K} f{_f:g}"] = _SH | {"refractory": (_K, _f)}
+for _W, _a in ((2000, 0.25), (2000, 0.5), (500, 0.5)):
+    ROBUST[f"s9 alert rate W{_W} a{_a:g}"] = _SH | {"alert_rate": (_W, _a)}
+# round 2 (after round 1 on seeds 0-5): model weight neighbourhood, a gate margin, a cap before the gate, and
+# the nll as a confirmation of M
+for _w in (0.7, 0.9):
+    ROBUST[f"s9 model w{_w:g}"] = _SH | {"model_w": _w}
+for _f in (1.1, 1.25, 1.5, 2.0):
+    ROBUST[f"s9 gate f{_f:g}"] = _SH | {"gate_f": _f}
+for _cap in (20.0, 30.0, 50.0):
+    ROBUST[f"s9 cap {_cap:g}"] = _SH | {"cap": _cap}
+for _a in (0.0, 0.5):
+    ROBUST[f"s9 nll agree {_a:g}"] = _SH | {"nll_agree": _a}
+ROBUST["s9 lik k5 c0.5"] = _SH | {"lik": (5, 0.5)}
+# round 3 (after round 2 on seeds 0-5): the neighbourhoods of the two changes that raised every seed
+for _f in (1.15, 1.2, 1.3, 1.35):
+    ROBUST[f"s9 gate f{_f:g}"] = _SH | {"gate_f": _f}
+for _cap in (15.0, 17.5, 22.5, 25.0):
+    ROBUST[f"s9 cap {_cap:g}"] = _SH | {"cap": _cap}
+# round 4 (after round 3 on seeds 0-5): the cap's mechanism (after a row >= C nothing passes for 60 rows) with a
+# longer silence K
+for _C, _K in ((20.0, 60), (20.0, 120), (20.0, 240), (17.5, 120), (22.5, 120)):
+    ROBUST[f"s9 silence C{_C:g} K{_K}"] = _SH | {"silence": (_C, _K)}
+# round 5: the cap on the model term only
+for _cap in (20.0, 25.0, 15.0, 17.5, 22.5, 30.0, 5.0, 10.0, 12.5):
+    ROBUST[f"s9 cap M only {_cap:g}"] = _SH | {"cap_m": _cap}
+ROBUST["s9 info cap 20 + gate f1.25 (two changes)"] = _SH | {"cap": 20.0, "gate_f": 1.25}
+# round 6 (second protocol, results/nab_novelty/session9/protocol2.md): the model cap alone and with a gate
+# margin of 1.2, chosen on all 18 earlier fits, rated on the twelve fresh fits; "guard" rows only test the cliff
+for _f in (None, 1.2):
+    for _cap in (12.5, 15.0, 17.5, 20.0):
+        _tag = f"s9b {'guard ' if _cap == 12.5 else ''}cap M {_cap:g}" + (f" + gate f{_f:g}" if _f else "")
+        ROBUST[_tag] = _SH | {"cap_m": _cap} | ({"gate_f": _f} if _f else {})
+
+
 def robust(pattern, tags, groups=()):
     """Rate the ROBUST candidates whose name contains any '|'-part of `pattern` ("shipped" always first) on each
     tag: standard / low FP / low FN per tag, the mean standard over each group of tags, and the standard change
@@ -689,6 +982,21 @@ def robust(pattern, tags, groups=()):
         print(f"{name:16s} {cells} | {means} | d {' '.join(f'{x:+.1f}' for x in d)} mean {np.mean(d):+.2f} "
               f"min {min(d):+.1f} ({time.monotonic() - t0:.0f}s)", flush=True)
     return out
+
+
+def halves(pattern, tags):
+    """The ROBUST candidates matching `pattern` rated on each half of the files (alternate files within each
+    category, as `split_check`), each half with its own corpus-wide threshold: mean standard score over `tags`
+    per half, against the shipped recipe. Checks a gain does not come from one half of NAB's files."""
+    cats = {}
+    for n in NAMES:
+        cats.setdefault(n.split("/")[0], []).append(n)
+    parts = [[n for ns in cats.values() for n in ns[i::2]] for i in (0, 1)]
+    names = ["shipped"] + [k for k in ROBUST if k != "shipped" and pattern in k]
+    for name in names:
+        scores = {t: combine_multi(t, **ROBUST[name]) for t in tags}
+        means = [np.mean([rate_subset(scores[t], half) for t in tags]) for half in parts]
+        print(f"{name:32s} half A {means[0]:.2f}  half B {means[1]:.2f}", flush=True)
 
 
 def rate_subset(scores, names):

@@ -287,7 +287,12 @@ def anomaly_fit(
     season_period: int = typer.Option(0, help="steps per day (0: from the training timestamps)"),
     gate: int = typer.Option(0, help="> 0: one alert per rise: a step keeps its score only when it is above all "
                              "of the previous this-many steps' (streams such as NAB: --baseline-window 2000 "
-                             "--season-days 5 --gate 60 --range-weight 2 --context-weight 10 --flat-weight 25)"),
+                             "--season-days 5 --gate 60 --gate-margin 1.2 --model-cap 17.5 --range-weight 2 "
+                             "--context-weight 10 --flat-weight 25)"),
+    gate_margin: float = typer.Option(1.0, help="... and above their max m by this factor (a new high must beat "
+                                      "m x 1.2 at 1.2; NAB: 1.2)"),
+    model_cap: float = typer.Option(0.0, help="> 0 (with --baseline-window): the model's excess counts at most "
+                                    "this much, so a burst of model errors alerts once (NAB: 17.5)"),
     range_weight: float = typer.Option(0.0, help="> 0 (with --baseline-window): a step scores at least this times "
                                        "how far its values leave the range they kept, beyond that novelty's own "
                                        "baseline (NAB: 2)"),
@@ -332,6 +337,7 @@ def anomaly_fit(
                                adaptive_window=adaptive_window, baseline_window=baseline_window,
                                baseline_quantile=baseline_quantile, season_days=season_days,
                                season_slack=season_slack, season_period=season_period, gate=gate,
+                               gate_margin=gate_margin, model_cap=model_cap,
                                range_weight=range_weight, range_steps=range_steps, context_weight=context_weight,
                                context_lags=context_lags, context_bins=context_bins, flat_weight=flat_weight,
                                time_of_day=time_of_day,

@@ -286,31 +286,39 @@ def test_adaptive_score_fades_after_a_lasting_change():
     assert ScoreSmoother(smooth=4).update(np.arange(6.0)).tolist() == [0, 0.5, 1, 1.5, 2.5, 3.5]
 
 
-def excess_reference(x, window, q, days, period, slack, gate):
-    """ScoreSmoother's baseline and gate stages written plainly over the whole array (smooth = 1)."""
+def excess_reference(x, window, q, days, period, slack, gate, cap=0.0, margin=1.0):
+    """ScoreSmoother's baseline, cap and gate stages written plainly over the whole array (smooth = 1)."""
     s = np.empty(len(x))
     for t in range(len(x)):
         base = np.quantile(x[max(0, t - window):t], q) if t else 0.0
         season = [x[max(0, t - j * period - slack):t - max(1, j * period - slack) + 1]
                   for j in range(1, days + 1) if j * period <= t]
         s[t] = x[t] - max([base] + [v.max() for v in season])
-    return gate_reference(s, gate) if gate else s
+        if cap:
+            s[t] = min(s[t], cap)
+    return gate_reference(s, gate, margin) if gate else s
 
 
-def gate_reference(s, gate):
-    return np.array([s[t] if t == 0 or s[t] > s[max(0, t - gate):t].max() else min(s[t], 0.0)
-                     for t in range(len(s))])
+def gate_reference(s, gate, margin=1.0):
+    def passes(t):
+        top = s[max(0, t - gate):t].max()
+        return s[t] > top + (margin - 1.0) * max(top, 0.0)
+    return np.array([s[t] if t == 0 or passes(t) else min(s[t], 0.0) for t in range(len(s))])
 
 
-@pytest.mark.parametrize("window, q, days, period, slack, gate", [(20, 0.9, 2, 7, 1, 3), (5, 0.5, 0, 0, 6, 0),
-                                                                  (30, 1.0, 3, 4, 6, 10)])
-def test_baseline_excess_and_gate_match_a_plain_reference(window, q, days, period, slack, gate):
+@pytest.mark.parametrize("window, q, days, period, slack, gate, cap, margin", [
+    (20, 0.9, 2, 7, 1, 3, 0.0, 1.0), (5, 0.5, 0, 0, 6, 0, 0.0, 1.0), (30, 1.0, 3, 4, 6, 10, 0.0, 1.0),
+    (20, 0.9, 2, 7, 1, 6, 3.0, 1.3), (10, 0.8, 0, 0, 6, 4, 0.0, 1.5)])
+def test_baseline_excess_cap_and_gate_match_a_plain_reference(window, q, days, period, slack, gate, cap, margin):
     x = np.random.default_rng(window).gamma(1.0, size=300)
     x[150:160] += 8.0
     smoother = ScoreSmoother(baseline_window=window, baseline_quantile=q, season_days=days, season_period=period,
-                             season_slack=slack, gate=gate)
+                             season_slack=slack, gate=gate, model_cap=cap, gate_margin=margin)
     got = np.concatenate([smoother.update(x[a:a + 23]) for a in range(0, len(x), 23)])
-    np.testing.assert_allclose(got, excess_reference(x, window, q, days, period, slack, gate), atol=1e-12)
+    want = excess_reference(x, window, q, days, period, slack, gate, cap, margin)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    if cap:  # the cap is reached: the burst's first step alerts at the cap, none of its later steps does
+        assert got.max() == cap and (got[151:160] <= 0).all()
 
 
 def test_daily_repeats_stop_alerting_the_gate_keeps_one_alert_and_settings_are_checked():
@@ -322,7 +330,8 @@ def test_daily_repeats_stop_alerting_the_gate_keeps_one_alert_and_settings_are_c
     gated = ScoreSmoother(baseline_window=100, baseline_quantile=0.5, gate=20).update(plateau)
     assert gated[50] == 5.0 and (gated[51:] <= 0).all()
     for bad in (dict(adaptive_window=10, baseline_window=10), dict(season_days=2), dict(gate=-1),
-                dict(baseline_window=10, baseline_quantile=0.0)):
+                dict(baseline_window=10, baseline_quantile=0.0), dict(model_cap=5.0),
+                dict(baseline_window=10, model_cap=-1.0), dict(baseline_window=10, gate=5, gate_margin=0.5)):
         with pytest.raises(AnomalyError):
             AnomalySettings(**bad)
 
@@ -361,6 +370,11 @@ def test_range_novelty_matches_a_plain_reference_and_leaves_the_model_score_alon
     ungated = np.maximum(ScoreSmoother(**dict(base, gate=0)).update(raw), 2.0 * excess)
     np.testing.assert_allclose(chunked, gate_reference(ungated, 5), atol=1e-12)
     assert chunked[200] > 5 > plain[200]
+    # the model cap leaves the novelty alone: the model's excess is capped at 0.5, the range term is not
+    capped = ScoreSmoother(**base, range_weight=2.0, range_steps=3, range_warmup=25, model_cap=0.5).update(raw, values)
+    model_capped = np.minimum(ScoreSmoother(**dict(base, gate=0)).update(raw), 0.5)
+    np.testing.assert_allclose(capped, gate_reference(np.maximum(model_capped, 2.0 * excess), 5), atol=1e-12)
+    assert capped[200] == chunked[200] > 5
     with pytest.raises(AnomalyError, match="values"):
         ScoreSmoother(**base, range_weight=2.0).update(raw)
     # a missing value scores 0 for its channel and is not remembered: the other channels decide that step
