@@ -21,7 +21,7 @@ decays in registers, then walks the 4 steps backwards (g = p + C_t dy_t; the gra
 exponential per element (the walk reuses the recomputation's decays), no scan. The gradients need sums over N
 (<g, B>, <g a h, A>, y) and over channels (dB, dC): with NG lanes per channel (N/NG states each) a sum over N
 costs log2(NG) shuffle levels, and the NG lanes of a channel each compute its per-step values (softplus, gates).
-NG = 4 measured 2-6% faster than NG = 2 on the H200 at the benchmark shapes (benchmarks/results/scan_h200.json).
+NG = 4 measured 2-6% faster than NG = 2 on the H200 at the benchmark shapes (benchmarks/NOTES.md).
 dB and dC are summed over the block's channels and added into (Bt, G, n_chunks, 4, BN) with relaxed 16-byte
 atomics: 4-6% faster than writing per-block partials for a torch sum (NOTES.md item 18), at the price of a summation
 order that varies between runs (fp32 rounding, ~1e-7 relative). dA, dD and d(delta_bias) are summed over the
