@@ -574,7 +574,8 @@ class ScoreSmoother:
        (+1.7 on NAB, benchmarks/results/anomaly.md). `context_weight` and `flat_weight` add `ContextNovelty` and
        `FlatRunNovelty` the same way, each against its own baseline. `model_cap` C > 0 caps the model's excess
        at C before the novelties join (they are not capped): once a burst of model errors reaches C its later
-       steps tie there and the gate lets none of them alert again (+0.9 on NAB over 30 fits, with the margin).
+       steps tie there and the gate lets none of them alert again (with gate_margin 1.2: +1.5 on NAB over twelve
+       fresh fits, benchmarks/results/anomaly.md).
     3. `gate` K > 0: one alert per rise. A step keeps its value only when it is above all of the previous K
        values of stage 2, and by `gate_margin` - 1 of their max m too when m > 0 (a new high must beat m * 1.2
        at 1.2); otherwise it scores min(value, 0).
