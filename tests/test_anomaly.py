@@ -550,13 +550,14 @@ def test_fit_on_nab_probationary_part(tmp_path):
     """NAB style: fit on the first 15% of the bundled nyc_taxi file (30-minute steps), score the whole file with
     the stream post-processing and the three value novelties (anomaly_bench.py's NAB recipe); the steps per day
     come from the timestamps."""
-    settings = AnomalySettings(fit_fraction=0.15, baseline_window=2000, season_days=5, gate=30, range_weight=2,
-                               context_weight=10, flat_weight=25)
+    settings = AnomalySettings(fit_fraction=0.15, baseline_window=2000, season_days=5, gate=60, gate_margin=1.2,
+                               model_cap=17.5, range_weight=2, context_weight=10, flat_weight=25)
     summary = fit([ASD / "nyc_taxi.csv"], tmp_path / "run", settings=settings, model_cfg=TINY,
                   train_cfg=QUICK, device="cpu", show_progress=False)
     assert summary["seq_len"] == 128
     run = load_anomaly_run(tmp_path / "run", device="cpu")
-    assert run.settings.season_period == 48 and run.settings.gate == 30
+    assert run.settings.season_period == 48 and (run.settings.gate, run.settings.gate_margin) == (60, 1.2)
+    assert run.settings.model_cap == 17.5
     assert (run.settings.context_weight, run.settings.flat_weight, run.settings.range_warmup) == (10, 25, 750)
     scored = score_files(tmp_path / "run", [ASD / "nyc_taxi.csv"], tmp_path / "out", plot=False, device="cpu",
                          show_progress=False)
@@ -649,6 +650,11 @@ def test_time_of_day_input_is_read_not_scored_and_streams_like_files(tmp_path, m
                             "--out", tmp_path / "bad", "--steps", "2", "--device", "cpu")
     assert code == 2 and err.strip() == ("error: numeric: the model reads the time of day (time_of_day): it needs "
                                          "datetime timestamps")
+    code, _, err = run_main(monkeypatch, capsys, "anomaly", "fit", numeric, "--timestamp", "t", "--model-cap", "5",
+                            "--out", tmp_path / "bad", "--steps", "2", "--device", "cpu")
+    assert code == 2 and err.strip() == ("error: model_cap caps the model's excess over its baseline: it needs "
+                                         "baseline_window > 0")
+    assert not (tmp_path / "bad").exists()
     no_time = tmp_path / "no_time.csv"
     pl.read_csv(test).drop("timestamp").write_csv(no_time)
     code, _, err = run_main(monkeypatch, capsys, "anomaly", "score", "--model", tmp_path / "True", no_time, "--out",
