@@ -38,7 +38,8 @@ import torch
 from mambaseq import metrics as M
 from mambaseq.config import ModelConfig, TrainConfig
 from mambaseq.io.series import read_nab, read_train_test, train_test_entities
-from mambaseq.pipelines.anomaly import SCORES, THRESHOLD_QUANTILES, AnomalySettings, fit, load_anomaly_run
+from mambaseq.pipelines.anomaly import (SCORES, STREAM_RECIPE, THRESHOLD_QUANTILES, AnomalySettings, fit,
+                                        load_anomaly_run)
 from mambaseq.pipelines.anomaly_baselines import (IsolationForestDetector, PCADetector, RandomDetector,
                                                   WindowedGaussianDetector)
 
@@ -256,18 +257,19 @@ def main() -> None:
     ap.add_argument("--smooth", type=int, default=10)
     ap.add_argument("--nab-smooth", type=int, default=1)
     ap.add_argument("--nab-adaptive", type=int, default=0, help="NAB: z-score window (steps; needs --nab-baseline 0)")
-    ap.add_argument("--nab-baseline", type=int, default=2000, help="NAB: baseline window of the excess score")
-    ap.add_argument("--nab-season-days", type=int, default=5)
-    ap.add_argument("--nab-gate", type=int, default=60)
-    ap.add_argument("--nab-gate-margin", type=float, default=1.2,
+    ap.add_argument("--nab-baseline", type=int, default=STREAM_RECIPE["baseline_window"],
+                    help="NAB: baseline window of the excess score")
+    ap.add_argument("--nab-season-days", type=int, default=STREAM_RECIPE["season_days"])
+    ap.add_argument("--nab-gate", type=int, default=STREAM_RECIPE["gate"])
+    ap.add_argument("--nab-gate-margin", type=float, default=STREAM_RECIPE["gate_margin"],
                     help="NAB: a new high must beat the gate window's max by this factor (1: any new high)")
-    ap.add_argument("--nab-model-cap", type=float, default=17.5,
+    ap.add_argument("--nab-model-cap", type=float, default=STREAM_RECIPE["model_cap"],
                     help="NAB: the model's excess counts at most this much (0: no cap)")
-    ap.add_argument("--nab-range-weight", type=float, default=2.0,
+    ap.add_argument("--nab-range-weight", type=float, default=STREAM_RECIPE["range_weight"],
                     help="NAB: weight of the values' range novelty beside the model's score (0: off)")
-    ap.add_argument("--nab-context-weight", type=float, default=10.0,
+    ap.add_argument("--nab-context-weight", type=float, default=STREAM_RECIPE["context_weight"],
                     help="NAB: weight of the values' context novelty beside the model's score (0: off)")
-    ap.add_argument("--nab-flat-weight", type=float, default=25.0,
+    ap.add_argument("--nab-flat-weight", type=float, default=STREAM_RECIPE["flat_weight"],
                     help="NAB: weight of the flat-run record beside the model's score (0: off)")
     ap.add_argument("--nab-time-of-day", action="store_true", help="NAB: the model also reads the time of day")
     ap.add_argument("--stream-steps", type=int, default=200_000)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_bench import NAB_PROFILES, nab_labels  # noqa: E402
 from mambaseq import metrics as M  # noqa: E402
 from mambaseq.io.series import read_nab  # noqa: E402
-from mambaseq.pipelines.anomaly import ScoreSmoother, steps_per_day  # noqa: E402
+from mambaseq.pipelines.anomaly import STREAM_RECIPE, ScoreSmoother, steps_per_day  # noqa: E402
 
 SEEDS = Path(__file__).resolve().parent / "results" / "nab_seeds_h200"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the repository
@@ -39,11 +39,11 @@ def raw_path(seed: int) -> Path:
 
 
 def shipped_score(raw: np.ndarray, values: np.ndarray, period: int, fitted: int, context_weight: float,
-                  flat_weight: float, gate: int, model_cap: float = 17.5, gate_margin: float = 1.2) -> np.ndarray:
-    smoother = ScoreSmoother(1, baseline_window=2000, baseline_quantile=0.995, season_days=5, season_period=period,
-                             gate=gate, range_weight=2.0, range_steps=2, range_warmup=min(750, fitted),
-                             context_weight=context_weight, flat_weight=flat_weight, model_cap=model_cap,
-                             gate_margin=gate_margin)
+                  flat_weight: float, gate: int, model_cap: float = STREAM_RECIPE["model_cap"],
+                  gate_margin: float = STREAM_RECIPE["gate_margin"]) -> np.ndarray:
+    recipe = STREAM_RECIPE | dict(context_weight=context_weight, flat_weight=flat_weight, gate=gate,
+                                  model_cap=model_cap, gate_margin=gate_margin)
+    smoother = ScoreSmoother(1, season_period=period, range_steps=2, range_warmup=min(750, fitted), **recipe)
     return smoother.update(raw, values)
 
 
@@ -51,11 +51,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
-    ap.add_argument("--context-weight", type=float, default=10.0)
-    ap.add_argument("--flat-weight", type=float, default=25.0)
-    ap.add_argument("--gate", type=int, default=60)
-    ap.add_argument("--gate-margin", type=float, default=1.2)
-    ap.add_argument("--model-cap", type=float, default=17.5)
+    ap.add_argument("--context-weight", type=float, default=STREAM_RECIPE["context_weight"])
+    ap.add_argument("--flat-weight", type=float, default=STREAM_RECIPE["flat_weight"])
+    ap.add_argument("--gate", type=int, default=STREAM_RECIPE["gate"])
+    ap.add_argument("--gate-margin", type=float, default=STREAM_RECIPE["gate_margin"])
+    ap.add_argument("--model-cap", type=float, default=STREAM_RECIPE["model_cap"])
     ap.add_argument("--singles", action="store_true", help="rate each seed alone, no ensembles")
     ap.add_argument("--files", type=Path, nargs="+", help="rate each of these raw-score files alone (not --seeds)")
     ap.add_argument("--out", type=Path, help="write the table here (markdown)")

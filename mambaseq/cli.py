@@ -285,10 +285,12 @@ def anomaly_fit(
                                     "this many past days (needs datetime timestamps or --season-period)"),
     season_slack: int = typer.Option(6, help="... within +- this many steps"),
     season_period: int = typer.Option(0, help="steps per day (0: from the training timestamps)"),
+    recipe: str = typer.Option("none", help="stream: the post-processing chosen on NAB for series with no separate "
+                               "training file (--baseline-window 2000 --season-days 5 --gate 60 --gate-margin 1.2 "
+                               "--model-cap 17.5 --range-weight 2 --context-weight 10 --flat-weight 25); options "
+                               "left at their defaults take its values"),
     gate: int = typer.Option(0, help="> 0: one alert per rise: a step keeps its score only when it is above all "
-                             "of the previous this-many steps' (streams such as NAB: --baseline-window 2000 "
-                             "--season-days 5 --gate 60 --gate-margin 1.2 --model-cap 17.5 --range-weight 2 "
-                             "--context-weight 10 --flat-weight 25)"),
+                             "of the previous this-many steps' (NAB: 60)"),
     gate_margin: float = typer.Option(1.0, help="... and above their max m by this factor (a new high must beat "
                                       "m x 1.2 at 1.2; NAB: 1.2)"),
     model_cap: float = typer.Option(0.0, help="> 0 (with --baseline-window): the model's excess counts at most "
@@ -328,21 +330,24 @@ def anomaly_fit(
     Example: mambaseq anomaly fit data/machine-1_train.parquet --timestamp t --out runs/ts
     """
     from mambaseq.config import ModelConfig, TrainConfig
-    from mambaseq.pipelines.anomaly import AnomalyError, AnomalySettings, fit
+    from mambaseq.pipelines.anomaly import STREAM_RECIPE, AnomalyError, AnomalySettings, fit
 
+    if recipe not in ("none", "stream"):
+        raise AnomalyError(f"--recipe must be none or stream, got {recipe!r}")
+    post = dict(adaptive_window=adaptive_window, baseline_window=baseline_window,
+                baseline_quantile=baseline_quantile, season_days=season_days, gate=gate, gate_margin=gate_margin,
+                model_cap=model_cap, range_weight=range_weight, context_weight=context_weight,
+                flat_weight=flat_weight)
+    if recipe == "stream":
+        defaults = AnomalySettings()
+        post |= {k: v for k, v in STREAM_RECIPE.items() if post[k] == getattr(defaults, k)}
     none = lambda v: None if v.lower() == "none" else v  # noqa: E731
     settings = AnomalySettings(n_bins=n_bins, fit_fraction=fit_fraction, calibration_fraction=calibration_fraction,
                                threshold_quantile=threshold_quantile, score=score, smooth=smooth,
-                               merge_gap=merge_gap,
-                               adaptive_window=adaptive_window, baseline_window=baseline_window,
-                               baseline_quantile=baseline_quantile, season_days=season_days,
-                               season_slack=season_slack, season_period=season_period, gate=gate,
-                               gate_margin=gate_margin, model_cap=model_cap,
-                               range_weight=range_weight, range_steps=range_steps, context_weight=context_weight,
-                               context_lags=context_lags, context_bins=context_bins, flat_weight=flat_weight,
-                               time_of_day=time_of_day,
-                               columns=_column_list(columns), timestamp=none(timestamp), label=none(label),
-                               order=order)
+                               merge_gap=merge_gap, season_slack=season_slack, season_period=season_period,
+                               range_steps=range_steps, context_lags=context_lags, context_bins=context_bins,
+                               time_of_day=time_of_day, columns=_column_list(columns), timestamp=none(timestamp),
+                               label=none(label), order=order, **post)
     if eval_every < 0:
         raise AnomalyError(f"--eval-every must be >= 0, got {eval_every}")
     train_cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size, steps=steps, max_minutes=minutes, lr=lr,

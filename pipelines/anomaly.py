@@ -61,6 +61,12 @@ from mambaseq.tokenizers import ValueQuantiser
 # distance. benchmarks/results/anomaly_variants_*: rps ranks SMD and ASD anomalies better than nll.
 SCORES = ("rps", "nll")
 THRESHOLD_QUANTILES = (0.99, 0.995, 0.999)  # fit.json lists the threshold each would give, to pick another
+# The stream post-processing for series with no separate training file (fit on their first part), chosen on NAB
+# (benchmarks/results/anomaly.md: 71.9 standard, 70.0 on average over twelve fresh seeds of the fits):
+# `anomaly fit --recipe stream`, anomaly_bench.py's NAB defaults.
+STREAM_RECIPE = {"baseline_window": 2000, "baseline_quantile": 0.995, "season_days": 5, "gate": 60,
+                 "gate_margin": 1.2, "model_cap": 17.5, "range_weight": 2.0, "context_weight": 10.0,
+                 "flat_weight": 25.0}
 
 
 class AnomalyError(ValueError):

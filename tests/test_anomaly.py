@@ -18,7 +18,7 @@ from mambaseq.io.series import Series, SeriesError, read_nab, read_series, read_
 import torch
 
 from mambaseq.pipelines.anomaly import (AnomalyError, AnomalySettings, ContextNovelty, FlatRunNovelty,
-                                        RangeNovelty, ScoreSmoother, StreamScorer,
+                                        RangeNovelty, STREAM_RECIPE, ScoreSmoother, StreamScorer,
                                         channel_logits, day_fraction, events_from_flags, fit, heldout_bits,
                                         load_anomaly_run, ranked_probability_score, score_files, score_stream,
                                         step_terms, steps_per_day)
@@ -550,8 +550,7 @@ def test_fit_on_nab_probationary_part(tmp_path):
     """NAB style: fit on the first 15% of the bundled nyc_taxi file (30-minute steps), score the whole file with
     the stream post-processing and the three value novelties (anomaly_bench.py's NAB recipe); the steps per day
     come from the timestamps."""
-    settings = AnomalySettings(fit_fraction=0.15, baseline_window=2000, season_days=5, gate=60, gate_margin=1.2,
-                               model_cap=17.5, range_weight=2, context_weight=10, flat_weight=25)
+    settings = AnomalySettings(fit_fraction=0.15, **STREAM_RECIPE)
     summary = fit([ASD / "nyc_taxi.csv"], tmp_path / "run", settings=settings, model_cfg=TINY,
                   train_cfg=QUICK, device="cpu", show_progress=False)
     assert summary["seq_len"] == 128
@@ -568,6 +567,21 @@ def test_fit_on_nab_probationary_part(tmp_path):
     values = read_series(ASD / "nyc_taxi.csv", order="keep").values
     np.testing.assert_allclose(frame["score"].to_numpy(),
                                ScoreSmoother.from_settings(run.settings).update(raw, values), rtol=1e-6, atol=1e-6)
+
+
+def test_stream_recipe_from_the_cli_fills_the_options_left_at_their_defaults(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(monkeypatch, capsys, "anomaly", "fit", ASD / "nyc_taxi.csv", "--fit-fraction", "0.15",
+                            "--recipe", "stream", "--gate", "30", "--steps", "2", "--batch-size", "2", "--d-model",
+                            "16", "--n-layer", "1", "--device", "cpu", "--out", tmp_path / "run")
+    assert code in (0, None), err
+    settings = load_anomaly_run(tmp_path / "run", device="cpu").settings
+    assert settings.gate == 30  # given: kept
+    assert {k: getattr(settings, k) for k in STREAM_RECIPE if k != "gate"} == \
+        {k: v for k, v in STREAM_RECIPE.items() if k != "gate"}
+    code, _, err = run_main(monkeypatch, capsys, "anomaly", "fit", ASD / "nyc_taxi.csv", "--recipe", "nab",
+                            "--device", "cpu", "--out", tmp_path / "bad")
+    assert code == 2 and err.strip() == "error: --recipe must be none or stream, got 'nab'"
+    assert not (tmp_path / "bad").exists()
 
 
 def test_heldout_selection_keeps_the_weights_with_the_lowest_loss(tmp_path):
