@@ -334,17 +334,17 @@ def anomaly_fit(
 
     if recipe not in ("none", "stream"):
         raise AnomalyError(f"--recipe must be none or stream, got {recipe!r}")
-    post = dict(adaptive_window=adaptive_window, baseline_window=baseline_window,
-                baseline_quantile=baseline_quantile, season_days=season_days, gate=gate, gate_margin=gate_margin,
-                model_cap=model_cap, range_weight=range_weight, context_weight=context_weight,
-                flat_weight=flat_weight)
+    post = dict(baseline_window=baseline_window, baseline_quantile=baseline_quantile, season_days=season_days,
+                gate=gate, gate_margin=gate_margin, model_cap=model_cap, range_weight=range_weight,
+                context_weight=context_weight, flat_weight=flat_weight)  # what the recipe sets
     if recipe == "stream":
         defaults = AnomalySettings()
         post |= {k: v for k, v in STREAM_RECIPE.items() if post[k] == getattr(defaults, k)}
     none = lambda v: None if v.lower() == "none" else v  # noqa: E731
     settings = AnomalySettings(n_bins=n_bins, fit_fraction=fit_fraction, calibration_fraction=calibration_fraction,
                                threshold_quantile=threshold_quantile, score=score, smooth=smooth,
-                               merge_gap=merge_gap, season_slack=season_slack, season_period=season_period,
+                               merge_gap=merge_gap, adaptive_window=adaptive_window, season_slack=season_slack,
+                               season_period=season_period,
                                range_steps=range_steps, context_lags=context_lags, context_bins=context_bins,
                                time_of_day=time_of_day, columns=_column_list(columns), timestamp=none(timestamp),
                                label=none(label), order=order, **post)
