@@ -41,8 +41,9 @@ def raw_path(seed: int) -> Path:
 def shipped_score(raw: np.ndarray, values: np.ndarray, period: int, fitted: int, context_weight: float,
                   flat_weight: float, gate: int, model_cap: float = STREAM_RECIPE["model_cap"],
                   gate_margin: float = STREAM_RECIPE["gate_margin"]) -> np.ndarray:
-    recipe = STREAM_RECIPE | dict(context_weight=context_weight, flat_weight=flat_weight, gate=gate,
-                                  model_cap=model_cap, gate_margin=gate_margin)
+    recipe = {k: v for k, v in STREAM_RECIPE.items() if k != "threshold"}  # NAB optimises its own
+    recipe |= dict(context_weight=context_weight, flat_weight=flat_weight, gate=gate, model_cap=model_cap,
+                   gate_margin=gate_margin)
     smoother = ScoreSmoother(1, season_period=period, range_steps=2, range_warmup=min(750, fitted), **recipe)
     return smoother.update(raw, values)
 
@@ -58,6 +59,8 @@ def main() -> None:
     ap.add_argument("--model-cap", type=float, default=STREAM_RECIPE["model_cap"])
     ap.add_argument("--singles", action="store_true", help="rate each seed alone, no ensembles")
     ap.add_argument("--files", type=Path, nargs="+", help="rate each of these raw-score files alone (not --seeds)")
+    ap.add_argument("--fixed-threshold", type=float, help="also print each group's standard score at this "
+                    "threshold (the product's --recipe stream flags at 14) beside its optimised threshold")
     ap.add_argument("--out", type=Path, help="write the table here (markdown)")
     args = ap.parse_args()
 
@@ -77,7 +80,12 @@ def main() -> None:
             scores[name] = shipped_score(raw, series.values, steps_per_day(series), int(round(0.15 * len(series))),
                                          args.context_weight, args.flat_weight, args.gate, args.model_cap,
                                          args.gate_margin)
-        return [M.optimise_nab_threshold(stamps, scores, windows, p).score for p in NAB_PROFILES]
+        rated = [M.optimise_nab_threshold(stamps, scores, windows, p) for p in NAB_PROFILES]
+        if args.fixed_threshold is not None:
+            fixed = M.nab_score(stamps, scores, windows, "standard", args.fixed_threshold).score
+            print(f"{members}: standard threshold {rated[0].threshold:.2f}; at {args.fixed_threshold:g}: "
+                  f"{fixed:.2f}", flush=True)
+        return [r.score for r in rated]
 
     singles = args.singles or args.files
     title = "single fits" if singles else "ensembles of fits (mean of the members' raw scores)"

@@ -273,6 +273,7 @@ def anomaly_fit(
     calibration_fraction: float = typer.Option(0.15, help="trailing part of the training data held out to "
                                                "set the threshold"),
     threshold_quantile: float = typer.Option(0.99, help="threshold = this quantile of held-out scores"),
+    threshold: Optional[float] = typer.Option(None, help="a fixed threshold instead (--recipe stream: 14)"),
     score: str = typer.Option("rps", help="per-step score: rps (ranked probability score over the value bins: "
                               "grows with how far off a value is) or nll (negative log-likelihood)"),
     smooth: int = typer.Option(1, help="score = mean per-step score over this many trailing steps"),
@@ -287,8 +288,8 @@ def anomaly_fit(
     season_period: int = typer.Option(0, help="steps per day (0: from the training timestamps)"),
     recipe: str = typer.Option("none", help="stream: the post-processing chosen on NAB for series with no separate "
                                "training file (--baseline-window 2000 --season-days 5 --gate 60 --gate-margin 1.2 "
-                               "--model-cap 17.5 --range-weight 2 --context-weight 10 --flat-weight 25); options "
-                               "left at their defaults take its values"),
+                               "--model-cap 17.5 --range-weight 2 --context-weight 10 --flat-weight 25 "
+                               "--threshold 14); options left at their defaults take its values"),
     gate: int = typer.Option(0, help="> 0: one alert per rise: a step keeps its score only when it is above all "
                              "of the previous this-many steps' (NAB: 60)"),
     gate_margin: float = typer.Option(1.0, help="... and above their max m by this factor (a new high must beat "
@@ -336,7 +337,7 @@ def anomaly_fit(
         raise AnomalyError(f"--recipe must be none or stream, got {recipe!r}")
     post = dict(baseline_window=baseline_window, baseline_quantile=baseline_quantile, season_days=season_days,
                 gate=gate, gate_margin=gate_margin, model_cap=model_cap, range_weight=range_weight,
-                context_weight=context_weight, flat_weight=flat_weight)  # what the recipe sets
+                context_weight=context_weight, flat_weight=flat_weight, threshold=threshold)  # what the recipe sets
     if recipe == "stream":
         defaults = AnomalySettings()
         post |= {k: v for k, v in STREAM_RECIPE.items() if post[k] == getattr(defaults, k)}

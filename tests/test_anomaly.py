@@ -556,7 +556,7 @@ def test_fit_on_nab_probationary_part(tmp_path):
     assert summary["seq_len"] == 128
     run = load_anomaly_run(tmp_path / "run", device="cpu")
     assert run.settings.season_period == 48 and (run.settings.gate, run.settings.gate_margin) == (60, 1.2)
-    assert run.settings.model_cap == 17.5
+    assert run.settings.model_cap == 17.5 and run.threshold == summary["threshold"] == 14.0
     assert (run.settings.context_weight, run.settings.flat_weight, run.settings.range_warmup) == (10, 25, 750)
     scored = score_files(tmp_path / "run", [ASD / "nyc_taxi.csv"], tmp_path / "out", plot=False, device="cpu",
                          show_progress=False)
