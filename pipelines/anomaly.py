@@ -143,6 +143,8 @@ class AnomalySettings:
             raise AnomalyError("gate_margin must be >= 1 and model_cap >= 0")
         if self.model_cap and not self.baseline_window:
             raise AnomalyError("model_cap caps the model's excess over its baseline: it needs baseline_window > 0")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise AnomalyError(f"threshold must be a finite number, got {self.threshold}")
 
 
 def read_for(settings: AnomalySettings, path: str | Path, columns: list[str] | None = None) -> Series:

@@ -331,7 +331,8 @@ def test_daily_repeats_stop_alerting_the_gate_keeps_one_alert_and_settings_are_c
     assert gated[50] == 5.0 and (gated[51:] <= 0).all()
     for bad in (dict(adaptive_window=10, baseline_window=10), dict(season_days=2), dict(gate=-1),
                 dict(baseline_window=10, baseline_quantile=0.0), dict(model_cap=5.0),
-                dict(baseline_window=10, model_cap=-1.0), dict(baseline_window=10, gate=5, gate_margin=0.5)):
+                dict(baseline_window=10, model_cap=-1.0), dict(baseline_window=10, gate=5, gate_margin=0.5),
+                dict(threshold=float("nan"))):
         with pytest.raises(AnomalyError):
             AnomalySettings(**bad)
 
