@@ -984,14 +984,19 @@ def robust(pattern, tags, groups=()):
     return out
 
 
-def halves(pattern, tags):
-    """The ROBUST candidates matching `pattern` rated on each half of the files (alternate files within each
-    category, as `split_check`), each half with its own corpus-wide threshold: mean standard score over `tags`
-    per half, against the shipped recipe. Checks a gain does not come from one half of NAB's files."""
+def file_halves():
+    """NAB's files in two halves: alternate files within each category."""
     cats = {}
     for n in NAMES:
         cats.setdefault(n.split("/")[0], []).append(n)
-    parts = [[n for ns in cats.values() for n in ns[i::2]] for i in (0, 1)]
+    return [[n for ns in cats.values() for n in ns[i::2]] for i in (0, 1)]
+
+
+def halves(pattern, tags):
+    """The ROBUST candidates matching `pattern` rated on each half of the files (alternate files within each
+    category, `file_halves`), each half with its own corpus-wide threshold: mean standard score over `tags`
+    per half, against the shipped recipe. Checks a gain does not come from one half of NAB's files."""
+    parts = file_halves()
     names = ["shipped"] + [k for k in ROBUST if k != "shipped" and pattern in k]
     for name in names:
         scores = {t: combine_multi(t, **ROBUST[name]) for t in tags}
@@ -1010,10 +1015,7 @@ def split_check(tags=("seed0", "seed1")):
     """Two-fold check of the follow-up (contextual) search: the files split in two halves (alternate files
     within each category); the (b, k, c) of max(M, 2 X[range+ k2 W2000], c X[ctx kK bB gt], 25 X[flat]) is
     picked on one half and rated on the other, against the shipped max(M, 2 X[range+ k2 W2000]) there."""
-    cats = {}
-    for n in NAMES:
-        cats.setdefault(n.split("/")[0], []).append(n)
-    halves = [[n for ns in cats.values() for n in ns[i::2]] for i in (0, 1)]
+    halves = file_halves()
     grid = [(b, k, c) for b in (5, 6, 7) for k in (8, 16, 24, 32) for c in (6.0, 8.0, 10.0, 12.0)]
     for t in tags:
         shipped = combine_multi(t, [("range+ k2 W2000", 2.0)])
